@@ -1,0 +1,267 @@
+//! Configuration: built-in defaults, then a TOML file, then `RESONANCE_*`
+//! environment variables, then command-line flags — each layer overriding
+//! the one before. A bad value is refused at start with the key (or
+//! variable) that holds it and what is wrong with it.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::app::AppConfig;
+
+/// Server-wide settings (the `[server]` table).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub host: String,
+    pub port: u16,
+    /// Seconds that shutdown waits for connections to close.
+    pub shutdown_grace: u64,
+    /// Seconds to wait for a pong after the server pinged an idle client.
+    pub pong_timeout: u64,
+    /// Seconds a write to a client may take before it is dropped.
+    pub write_timeout: u64,
+    /// Largest WebSocket message accepted from a client, in bytes.
+    pub max_message_bytes: usize,
+    /// Frames queued per connection before it counts as a slow consumer and
+    /// is closed with 4100 (pusher-js reconnects after a short back-off).
+    pub outbox_limit: usize,
+    /// Largest HTTP API request body, in bytes.
+    pub max_request_bytes: usize,
+    /// Log filter (`info`, `debug`, `resonance=trace`, ...).
+    pub log: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 6001,
+            shutdown_grace: 10,
+            pong_timeout: 30,
+            write_timeout: 10,
+            max_message_bytes: 64 * 1024,
+            outbox_limit: 1024,
+            max_request_bytes: 1024 * 1024,
+            log: "info".into(),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            apps: vec![AppConfig::default()],
+        }
+    }
+}
+
+/// Command-line overrides (the common settings).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+}
+
+/// Where a setting comes from, for messages.
+type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+impl Config {
+    /// Loads defaults ← `file` ← environment ← `overrides`, then validates.
+    pub fn load(file: Option<&Path>, env: Env<'_>, overrides: &Overrides) -> Result<Config, String> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+                Config::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        if let Some(host) = &overrides.host {
+            config.server.host = host.clone();
+        }
+        if let Some(port) = overrides.port {
+            config.server.port = port;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        if config.apps.is_empty() {
+            return Err("apps: at least one [[apps]] entry is needed".into());
+        }
+        Ok(config)
+    }
+
+    /// Applies `RESONANCE_*` variables; `RESONANCE_APP_*` set the first app.
+    pub fn apply_env(&mut self, env: Env<'_>) -> Result<(), String> {
+        let s = &mut self.server;
+        set(env, "RESONANCE_HOST", &mut s.host)?;
+        set(env, "RESONANCE_PORT", &mut s.port)?;
+        set(env, "RESONANCE_SHUTDOWN_GRACE", &mut s.shutdown_grace)?;
+        set(env, "RESONANCE_PONG_TIMEOUT", &mut s.pong_timeout)?;
+        set(env, "RESONANCE_WRITE_TIMEOUT", &mut s.write_timeout)?;
+        set(env, "RESONANCE_MAX_MESSAGE_BYTES", &mut s.max_message_bytes)?;
+        set(env, "RESONANCE_OUTBOX_LIMIT", &mut s.outbox_limit)?;
+        set(env, "RESONANCE_MAX_REQUEST_BYTES", &mut s.max_request_bytes)?;
+        set(env, "RESONANCE_LOG", &mut s.log)?;
+        if self.apps.is_empty() {
+            self.apps.push(AppConfig::default());
+        }
+        let a = &mut self.apps[0];
+        set(env, "RESONANCE_APP_ID", &mut a.id)?;
+        set(env, "RESONANCE_APP_KEY", &mut a.key)?;
+        set(env, "RESONANCE_APP_SECRET", &mut a.secret)?;
+        set(env, "RESONANCE_APP_CLIENT_EVENTS", &mut a.client_events)?;
+        set(env, "RESONANCE_APP_CLIENT_EVENT_RATE", &mut a.client_event_rate)?;
+        set(env, "RESONANCE_APP_MAX_CONNECTIONS", &mut a.max_connections)?;
+        set(env, "RESONANCE_APP_MAX_EVENT_BYTES", &mut a.max_event_bytes)?;
+        set(env, "RESONANCE_APP_MAX_CHANNELS_PER_EVENT", &mut a.max_channels_per_event)?;
+        set(env, "RESONANCE_APP_MAX_EVENTS_PER_BATCH", &mut a.max_events_per_batch)?;
+        set(env, "RESONANCE_APP_MAX_PRESENCE_MEMBERS", &mut a.max_presence_members)?;
+        set(env, "RESONANCE_APP_MAX_PRESENCE_MEMBER_BYTES", &mut a.max_presence_member_bytes)?;
+        set(env, "RESONANCE_APP_ACTIVITY_TIMEOUT", &mut a.activity_timeout)?;
+        set(env, "RESONANCE_APP_SUBSCRIPTION_COUNT", &mut a.subscription_count_events)?;
+        if let Some(origins) = env("RESONANCE_APP_ALLOWED_ORIGINS") {
+            a.allowed_origins = origins
+                .split(',')
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+                .collect();
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let s = &self.server;
+        if s.host.parse::<std::net::IpAddr>().is_err() && s.host != "localhost" {
+            return Err(format!("server.host: {:?} is not an IP address", s.host));
+        }
+        if s.outbox_limit == 0 {
+            return Err("server.outbox_limit: must be at least 1".into());
+        }
+        if s.max_message_bytes < 1024 {
+            return Err("server.max_message_bytes: must be at least 1024".into());
+        }
+        if s.pong_timeout == 0 || s.write_timeout == 0 {
+            return Err("server.pong_timeout and server.write_timeout: must be at least 1 second".into());
+        }
+        let (mut ids, mut keys) = (HashSet::new(), HashSet::new());
+        for (i, app) in self.apps.iter().enumerate() {
+            let at = format!("apps[{i}]");
+            app.validate(&at)?;
+            if !ids.insert(&app.id) {
+                return Err(format!("{at}.id: {:?} is used by another app", app.id));
+            }
+            if !keys.insert(&app.key) {
+                return Err(format!("{at}.key: {:?} is used by another app", app.key));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses the variable `name` into `target` when it is set.
+fn set<T: std::str::FromStr>(env: Env<'_>, name: &str, target: &mut T) -> Result<(), String> {
+    let Some(value) = env(name) else { return Ok(()) };
+    let value = value.trim();
+    *target = value.parse().map_err(|_| {
+        let expected = std::any::type_name::<T>().rsplit("::").next().unwrap_or("value");
+        let expected = match expected {
+            "bool" => "true or false",
+            "String" => "text",
+            _ => "a non-negative whole number",
+        };
+        format!("{name}: expected {expected}, got {value:?}")
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load(None, &env_of(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.server.port, 6001);
+        assert_eq!(c.apps.len(), 1);
+        assert!(c.apps[0].client_events);
+    }
+
+    #[test]
+    fn env_overrides_default_app() {
+        let env = env_of(&[
+            ("RESONANCE_PORT", "7000"),
+            ("RESONANCE_APP_ID", "42"),
+            ("RESONANCE_APP_CLIENT_EVENTS", "false"),
+            ("RESONANCE_APP_ALLOWED_ORIGINS", "https://a.example, https://*.b.example"),
+        ]);
+        let c = Config::load(None, &env, &Overrides::default()).unwrap();
+        assert_eq!(c.server.port, 7000);
+        assert_eq!(c.apps[0].id, "42");
+        assert!(!c.apps[0].client_events);
+        assert_eq!(c.apps[0].allowed_origins, vec!["https://a.example", "https://*.b.example"]);
+    }
+
+    #[test]
+    fn bad_env_names_the_variable() {
+        let err = Config::load(None, &env_of(&[("RESONANCE_PORT", "abc")]), &Overrides::default()).unwrap_err();
+        assert!(err.starts_with("RESONANCE_PORT:"), "{err}");
+        let err = Config::load(None, &env_of(&[("RESONANCE_APP_CLIENT_EVENTS", "yes")]), &Overrides::default())
+            .unwrap_err();
+        assert!(err.contains("true or false"), "{err}");
+    }
+
+    #[test]
+    fn toml_apps_and_errors() {
+        let c = Config::from_toml(
+            r#"
+            [server]
+            port = 6002
+            [[apps]]
+            id = "1"
+            key = "k1"
+            secret = "secret-one"
+            [[apps]]
+            id = "2"
+            key = "k2"
+            secret = "secret-two"
+            client_events = false
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.apps[1].max_event_bytes, 10240, "unset options keep their defaults");
+        assert!(!c.apps[1].client_events);
+
+        let err = Config::from_toml("[server]\nport = \"x\"\n[[apps]]\nid=\"1\"").unwrap_err();
+        assert!(err.contains("port"), "{err}");
+        let err = Config::from_toml("[[apps]]\nid = \"1\"\nclient_evnts = true").unwrap_err();
+        assert!(err.contains("client_evnts"), "{err}");
+        let dup = Config::from_toml("[[apps]]\nid=\"1\"\nkey=\"a\"\n[[apps]]\nid=\"1\"\nkey=\"b\"").unwrap();
+        assert!(dup.validate().unwrap_err().starts_with("apps[1].id"));
+    }
+}

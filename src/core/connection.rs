@@ -1,0 +1,279 @@
+//! One client connection as the core sees it: an id, the wire format it
+//! speaks, and a bounded outbox that fan-out pushes encoded frames into.
+//!
+//! The outbox is a `VecDeque` behind a short mutex plus a `Notify`, rather
+//! than a tokio mpsc channel, because an idle connection must cost almost
+//! nothing: an empty `VecDeque` owns no heap memory, while an mpsc channel
+//! allocates a block of slots up front. Pushing never waits: a connection
+//! whose queue is full is a slow consumer and is closed (policy below), so a
+//! fan-out never blocks on one recipient.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::event::Event;
+
+/// A connection's public id, `\d+\.\d+`, as every Pusher SDK requires.
+///
+/// The first part is random per process, so ids stay unique across restarts
+/// and across the nodes of a cluster; the second is a per-process counter
+/// scrambled by an odd multiplier (a bijection on `u32`), so ids never repeat
+/// within a process yet do not reveal how many connections came before.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SocketId(Arc<str>);
+
+impl SocketId {
+    /// A fresh id, unique within this process and (with overwhelming
+    /// likelihood) across processes.
+    pub fn generate() -> Self {
+        static PROCESS_PART: OnceLock<u32> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(1);
+        let process = *PROCESS_PART.get_or_init(|| rand::random_range(1..=u32::MAX / 2));
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        // High bits of the counter go into the first part only past 2^32 ids.
+        let scrambled = (n as u32).wrapping_mul(0x9E37_79B1);
+        let first = u64::from(process) + (n >> 32);
+        SocketId(format!("{first}.{scrambled}").into())
+    }
+
+    /// An id received from outside (an API trigger's `socket_id`), if it
+    /// has the right shape.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::is_valid(s).then(|| SocketId(s.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `s` has the `\d+\.\d+` shape (SDKs reject anything else).
+    pub fn is_valid(s: &str) -> bool {
+        match s.split_once('.') {
+            Some((a, b)) => {
+                !a.is_empty()
+                    && !b.is_empty()
+                    && a.bytes().all(|c| c.is_ascii_digit())
+                    && b.bytes().all(|c| c.is_ascii_digit())
+            }
+            None => false,
+        }
+    }
+}
+
+impl fmt::Display for SocketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for SocketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SocketId({})", self.0)
+    }
+}
+
+/// How many wire formats can share one encoded-event cache. Each front-end
+/// owns one slot (see [`Wire`]).
+pub const WIRE_VARIANTS: usize = 4;
+
+/// A wire format, as far as the core needs to know one: a slot in the
+/// per-event encoding cache and the function that fills it. The core never
+/// looks inside the bytes.
+pub struct Wire {
+    pub name: &'static str,
+    pub slot: usize,
+    pub encode: fn(&Event) -> Bytes,
+    /// The frame that tells a client why the server closes it (e.g. a
+    /// `pusher:error`), sent just before the close frame; `None` if the
+    /// wire has no such message.
+    pub notice: fn(u16, &str) -> Option<Bytes>,
+}
+
+impl fmt::Debug for Wire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// Why the server closes a connection from the outside (not the session
+/// itself): carried to the session task, which sends the close frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseRequest {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+/// Close code for a consumer whose outbox overflowed: 4100 ("over
+/// capacity") makes pusher-js back off a second and reconnect.
+pub const SLOW_CONSUMER: CloseRequest = CloseRequest {
+    code: 4100,
+    reason: "slow consumer: too many messages queued",
+};
+
+#[derive(Default)]
+struct OutboxState {
+    frames: VecDeque<Bytes>,
+    close: Option<CloseRequest>,
+}
+
+/// What a session takes out of its outbox in one go.
+pub struct Drained {
+    pub frames: VecDeque<Bytes>,
+    pub close: Option<CloseRequest>,
+}
+
+/// A connection registered with the core.
+pub struct Connection {
+    pub socket_id: SocketId,
+    pub wire: &'static Wire,
+    limit: usize,
+    state: Mutex<OutboxState>,
+    ready: Notify,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("socket_id", &self.socket_id)
+            .field("wire", &self.wire)
+            .finish()
+    }
+}
+
+impl Connection {
+    /// `limit` is the number of frames that may wait in the outbox.
+    pub fn new(wire: &'static Wire, limit: usize) -> Arc<Self> {
+        Arc::new(Connection {
+            socket_id: SocketId::generate(),
+            wire,
+            limit: limit.max(1),
+            state: Mutex::new(OutboxState::default()),
+            ready: Notify::new(),
+        })
+    }
+
+    /// Queues an event encoded for this connection's wire (encoded at most
+    /// once per wire for all recipients). Returns false when the connection
+    /// was dropped as a slow consumer or is closing.
+    pub fn send_event(&self, event: &Event) -> bool {
+        self.send(event.encoded(self.wire))
+    }
+
+    /// Queues a frame. Never blocks; an overflowing queue closes the
+    /// connection with [`SLOW_CONSUMER`] and frees what it held.
+    pub fn send(&self, frame: Bytes) -> bool {
+        let mut state = self.state.lock();
+        if state.close.is_some() {
+            return false;
+        }
+        if state.frames.len() >= self.limit {
+            state.frames = VecDeque::new();
+            state.close = Some(SLOW_CONSUMER);
+            drop(state);
+            self.ready.notify_one();
+            return false;
+        }
+        let was_empty = state.frames.is_empty();
+        state.frames.push_back(frame);
+        drop(state);
+        // One wake-up per batch: the session drains everything queued.
+        if was_empty {
+            self.ready.notify_one();
+        }
+        true
+    }
+
+    /// Asks the session to send `frames` (e.g. an error event) and then close.
+    pub fn close_with(&self, last_frame: Option<Bytes>, close: CloseRequest) {
+        let mut state = self.state.lock();
+        if state.close.is_some() {
+            return;
+        }
+        if let Some(frame) = last_frame {
+            state.frames.push_back(frame);
+        }
+        state.close = Some(close);
+        drop(state);
+        self.ready.notify_one();
+    }
+
+    /// Closes the connection from outside its task (terminate, kick): the
+    /// wire's notice first, then the close frame with `code`.
+    pub fn terminate(&self, code: u16, reason: &'static str) {
+        self.close_with((self.wire.notice)(code, reason), CloseRequest { code, reason });
+    }
+
+    /// Waits until something was queued (or a close was requested).
+    pub async fn ready(&self) {
+        self.ready.notified().await
+    }
+
+    /// Takes everything queued. The queue's buffer goes with it, so an idle
+    /// connection holds no outbox memory between bursts.
+    pub fn drain(&self) -> Drained {
+        let mut state = self.state.lock();
+        Drained {
+            frames: std::mem::take(&mut state.frames),
+            close: state.close.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain(_: &Event) -> Bytes {
+        Bytes::from_static(b"x")
+    }
+    static TEST_WIRE: Wire = Wire {
+        name: "test",
+        slot: 3,
+        encode: plain,
+        notice: |_, _| None,
+    };
+
+    #[test]
+    fn socket_ids_are_unique_and_well_formed() {
+        let ids: std::collections::HashSet<_> = (0..10_000).map(|_| SocketId::generate()).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert!(ids.iter().all(|id| SocketId::is_valid(id.as_str())));
+        assert!(!SocketId::is_valid("1.2.3"));
+        assert!(!SocketId::is_valid("abc.1"));
+        assert!(!SocketId::is_valid(".1"));
+    }
+
+    #[test]
+    fn overflow_closes_as_slow_consumer() {
+        let conn = Connection::new(&TEST_WIRE, 2);
+        assert!(conn.send(Bytes::from_static(b"1")));
+        assert!(conn.send(Bytes::from_static(b"2")));
+        assert!(!conn.send(Bytes::from_static(b"3")));
+        let drained = conn.drain();
+        assert!(drained.frames.is_empty(), "an overflowed queue is freed");
+        assert_eq!(drained.close, Some(SLOW_CONSUMER));
+        assert!(!conn.send(Bytes::from_static(b"4")));
+    }
+
+    #[test]
+    fn close_with_keeps_the_last_frame_first() {
+        let conn = Connection::new(&TEST_WIRE, 8);
+        conn.send(Bytes::from_static(b"a"));
+        conn.close_with(
+            Some(Bytes::from_static(b"bye")),
+            CloseRequest {
+                code: 4009,
+                reason: "terminated",
+            },
+        );
+        let drained = conn.drain();
+        assert_eq!(drained.frames, vec![Bytes::from_static(b"a"), Bytes::from_static(b"bye")]);
+        assert_eq!(drained.close.map(|c| c.code), Some(4009));
+    }
+}

@@ -1,0 +1,463 @@
+//! The hub of one app on this node: who is subscribed to what, presence
+//! members, signed-in users, cached events, and the local fan-out.
+//!
+//! Locking is designed around the fan-out. Channels live in shards (a read
+//! lock finds one); each channel keeps its subscribers in an `Arc<Vec<_>>`
+//! that a publish clones under the channel's mutex and then walks with no
+//! lock held, so a subscribe never waits for a long fan-out and a fan-out
+//! never waits for more than one short critical section. Subscribes copy the
+//! list only when a fan-out is walking it at that moment (`Arc::make_mut`).
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+use super::app::AppConfig;
+use super::channel::ChannelSpec;
+use super::connection::{Connection, SocketId};
+use super::event::{Event, EventKind, Member};
+use super::stats::AppStats;
+
+/// How long a cache channel keeps its last event (Pusher: at most 30 min).
+pub const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
+
+const SHARDS: usize = 16;
+
+type ChannelMap = HashMap<Box<str>, Arc<Channel>>;
+/// Cache channels' last events, with when they were stored.
+type CacheMap = HashMap<Box<str>, (Arc<Event>, Instant)>;
+
+#[derive(Default)]
+struct Channel {
+    state: Mutex<ChannelState>,
+}
+
+#[derive(Default)]
+struct ChannelState {
+    subscribers: Arc<Vec<Arc<Connection>>>,
+    /// Presence members by user key, with how many connections each has here.
+    members: HashMap<Box<str>, (Member, u32)>,
+}
+
+/// Why a subscription was refused by the hub (auth is checked before).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinError {
+    /// The presence channel already has `max_presence_members` users.
+    PresenceFull(usize),
+}
+
+/// What a new subscriber learns, handed to the caller while the channel is
+/// locked so that its confirmation is queued before any later broadcast.
+pub struct Joined<'a> {
+    /// Presence channels: every member, deduplicated by user.
+    pub members: Option<Vec<&'a Member>>,
+    pub subscription_count: usize,
+}
+
+/// A channel as the HTTP API reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSummary {
+    pub name: String,
+    pub subscription_count: usize,
+    /// Distinct users (presence channels only).
+    pub user_count: Option<usize>,
+}
+
+/// One app's state on this node.
+pub struct Hub {
+    pub app: AppConfig,
+    pub stats: AppStats,
+    shards: Box<[RwLock<ChannelMap>]>,
+    hasher: std::collections::hash_map::RandomState,
+    users: Mutex<HashMap<Box<str>, Vec<Arc<Connection>>>>,
+    cache: Mutex<CacheMap>,
+    connections: AtomicU64,
+}
+
+impl Hub {
+    pub fn new(app: AppConfig) -> Self {
+        Hub {
+            app,
+            stats: AppStats::default(),
+            shards: (0..SHARDS).map(|_| RwLock::new(ChannelMap::new())).collect(),
+            hasher: Default::default(),
+            users: Mutex::new(HashMap::new()),
+            cache: Mutex::new(HashMap::new()),
+            connections: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, channel: &str) -> &RwLock<ChannelMap> {
+        &self.shards[(self.hasher.hash_one(channel) as usize) % SHARDS]
+    }
+
+    /// Counts a new connection against the app's quota.
+    pub fn try_connect(&self) -> bool {
+        let max = self.app.max_connections;
+        let before = self.connections.fetch_add(1, Ordering::AcqRel);
+        if max > 0 && before >= max {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        self.stats.connected();
+        true
+    }
+
+    pub fn disconnect(&self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+        self.stats.disconnected();
+    }
+
+    pub fn connection_count(&self) -> u64 {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    /// Adds `conn` to `spec`'s channel; `member` is required on presence
+    /// channels. `confirm` runs under the channel lock (queue the success
+    /// frame there). Broadcasts `member_added` when this is the user's first
+    /// connection, and the subscription count when the app wants it.
+    pub fn subscribe(
+        &self,
+        conn: &Arc<Connection>,
+        spec: &ChannelSpec<'_>,
+        member: Option<Member>,
+        confirm: impl FnOnce(Joined<'_>),
+    ) -> Result<(), JoinError> {
+        let channel = {
+            let mut shard = self.shard(spec.name).write();
+            shard.entry(spec.name.into()).or_default().clone()
+        };
+        let mut added = None;
+        let count;
+        {
+            let mut state = channel.state.lock();
+            if let Some(member) = member {
+                let known = state.members.contains_key(&member.key);
+                if !known && state.members.len() >= self.app.max_presence_members {
+                    drop(state);
+                    self.drop_if_empty(spec.name);
+                    return Err(JoinError::PresenceFull(self.app.max_presence_members));
+                }
+                let entry = state
+                    .members
+                    .entry(member.key.clone())
+                    .or_insert_with(|| (member, 0));
+                entry.1 += 1;
+                if entry.1 == 1 {
+                    added = Some(entry.0.clone());
+                }
+            }
+            Arc::make_mut(&mut state.subscribers).push(conn.clone());
+            count = state.subscribers.len();
+            let members = spec
+                .is_presence()
+                .then(|| state.members.values().map(|(m, _)| m).collect());
+            confirm(Joined {
+                members,
+                subscription_count: count,
+            });
+        }
+        self.stats.subscribed();
+        if let Some(member) = added {
+            let event = Event::new(
+                spec.name,
+                EventKind::MemberAdded(member),
+                Some(conn.socket_id.clone()),
+            );
+            self.publish(&Arc::new(event));
+        }
+        if self.app.subscription_count_events && !spec.is_presence() {
+            self.publish_count(spec.name, count);
+        }
+        Ok(())
+    }
+
+    /// Removes `conn` from `channel`. `member_key` is the user it joined a
+    /// presence channel as; `member_removed` goes out when that was the
+    /// user's last connection. Returns false if it was not subscribed.
+    pub fn unsubscribe(&self, conn: &Arc<Connection>, channel: &str, member_key: Option<&str>) -> bool {
+        let mut removed_member = None;
+        let count;
+        {
+            let mut shard = self.shard(channel).write();
+            let Some(ch) = shard.get(channel) else {
+                return false;
+            };
+            let mut state = ch.state.lock();
+            let Some(pos) = state.subscribers.iter().position(|c| Arc::ptr_eq(c, conn)) else {
+                return false;
+            };
+            Arc::make_mut(&mut state.subscribers).swap_remove(pos);
+            if let Some(key) = member_key
+                && let Some(entry) = state.members.get_mut(key)
+            {
+                entry.1 -= 1;
+                if entry.1 == 0 {
+                    removed_member = state.members.remove(key).map(|(m, _)| m);
+                }
+            }
+            count = state.subscribers.len();
+            if count == 0 {
+                drop(state);
+                shard.remove(channel);
+            }
+        }
+        self.stats.unsubscribed();
+        if let Some(member) = removed_member {
+            self.publish(&Arc::new(Event::new(channel, EventKind::MemberRemoved(member), None)));
+        }
+        if count > 0 && self.app.subscription_count_events && !channel.starts_with("presence-") {
+            self.publish_count(channel, count);
+        }
+        true
+    }
+
+    fn drop_if_empty(&self, channel: &str) {
+        let mut shard = self.shard(channel).write();
+        if let Some(ch) = shard.get(channel)
+            && ch.state.lock().subscribers.is_empty()
+        {
+            shard.remove(channel);
+        }
+    }
+
+    fn publish_count(&self, channel: &str, count: usize) {
+        let event = Event::new(channel, EventKind::SubscriptionCount(count), None);
+        self.publish(&Arc::new(event));
+    }
+
+    /// Delivers `event` to this node's subscribers of its channel (skipping
+    /// the excluded socket) and returns how many got it. Application events
+    /// on cache channels are kept for replay.
+    pub fn publish(&self, event: &Arc<Event>) -> usize {
+        if matches!(event.kind, EventKind::Message { .. })
+            && ChannelSpec::parse(&event.channel).is_ok_and(|s| s.cached)
+        {
+            self.cache
+                .lock()
+                .insert(event.channel.clone(), (event.clone(), Instant::now()));
+        }
+        let channel = self.shard(&event.channel).read().get(&*event.channel).cloned();
+        let Some(channel) = channel else { return 0 };
+        let subscribers = channel.state.lock().subscribers.clone();
+        let mut delivered = 0;
+        let mut bytes = 0;
+        for conn in subscribers.iter() {
+            if event.excludes(&conn.socket_id) {
+                continue;
+            }
+            let frame = event.encoded(conn.wire);
+            bytes += frame.len();
+            if conn.send(frame) {
+                delivered += 1;
+            }
+        }
+        self.stats.delivered(delivered, bytes);
+        delivered
+    }
+
+    /// The last event of a cache channel, if it has not expired.
+    pub fn cached(&self, channel: &str) -> Option<Arc<Event>> {
+        let mut cache = self.cache.lock();
+        match cache.get(channel) {
+            Some((event, at)) if at.elapsed() < CACHE_TTL => Some(event.clone()),
+            Some(_) => {
+                cache.remove(channel);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Forgets expired cached events (called periodically).
+    pub fn sweep_cache(&self) {
+        self.cache.lock().retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+    }
+
+    /// Remembers that `conn` belongs to `user` (sign-in or presence), so that
+    /// terminate_connections can reach it.
+    pub fn add_user_connection(&self, user: &str, conn: &Arc<Connection>) {
+        let mut users = self.users.lock();
+        let list = users.entry(user.into()).or_default();
+        if !list.iter().any(|c| Arc::ptr_eq(c, conn)) {
+            list.push(conn.clone());
+        }
+    }
+
+    pub fn remove_user_connection(&self, user: &str, conn: &Arc<Connection>) {
+        let mut users = self.users.lock();
+        if let Some(list) = users.get_mut(user) {
+            list.retain(|c| !Arc::ptr_eq(c, conn));
+            if list.is_empty() {
+                users.remove(user);
+            }
+        }
+    }
+
+    /// Every connection of `user` on this node.
+    pub fn user_connections(&self, user: &str) -> Vec<Arc<Connection>> {
+        self.users.lock().get(user).cloned().unwrap_or_default()
+    }
+
+    /// Whether `socket` is subscribed to `channel` here.
+    pub fn is_subscribed(&self, channel: &str, socket: &SocketId) -> bool {
+        let ch = self.shard(channel).read().get(channel).cloned();
+        ch.is_some_and(|ch| ch.state.lock().subscribers.iter().any(|c| &c.socket_id == socket))
+    }
+
+    /// Occupied channels, optionally only those starting with `prefix`.
+    pub fn channels(&self, prefix: Option<&str>) -> Vec<ChannelSummary> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.read();
+            for (name, ch) in shard.iter() {
+                if prefix.is_some_and(|p| !name.starts_with(p)) {
+                    continue;
+                }
+                out.push(summarize(name, &ch.state.lock()));
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// One channel, or `None` when nobody is subscribed.
+    pub fn channel(&self, name: &str) -> Option<ChannelSummary> {
+        let ch = self.shard(name).read().get(name).cloned()?;
+        let state = ch.state.lock();
+        Some(summarize(name, &state))
+    }
+
+    /// Presence members of a channel (empty when unoccupied).
+    pub fn members(&self, name: &str) -> Vec<Member> {
+        let ch = self.shard(name).read().get(name).cloned();
+        ch.map(|ch| ch.state.lock().members.values().map(|(m, _)| m.clone()).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn summarize(name: &str, state: &ChannelState) -> ChannelSummary {
+    ChannelSummary {
+        name: name.to_string(),
+        subscription_count: state.subscribers.len(),
+        user_count: name.starts_with("presence-").then_some(state.members.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::connection::Wire;
+    use crate::core::event::RawJson;
+    use bytes::Bytes;
+
+    fn name_only(e: &Event) -> Bytes {
+        let tag = match &e.kind {
+            EventKind::Message { name, .. } => name.to_string(),
+            EventKind::MemberAdded(m) => format!("added:{}", m.key),
+            EventKind::MemberRemoved(m) => format!("removed:{}", m.key),
+            EventKind::SubscriptionCount(n) => format!("count:{n}"),
+        };
+        Bytes::from(tag)
+    }
+    static W: Wire = Wire {
+        name: "test",
+        slot: 3,
+        encode: name_only,
+        notice: |_, _| None,
+    };
+
+    fn frames(c: &Connection) -> Vec<String> {
+        c.drain()
+            .frames
+            .into_iter()
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .collect()
+    }
+
+    fn member(id: &str) -> Member {
+        Member::new(RawJson::string(id), None)
+    }
+
+    #[test]
+    fn fan_out_skips_excluded_and_counts() {
+        let hub = Hub::new(AppConfig::default());
+        let spec = ChannelSpec::parse("news").unwrap();
+        let a = Connection::new(&W, 16);
+        let b = Connection::new(&W, 16);
+        hub.subscribe(&a, &spec, None, |_| {}).unwrap();
+        hub.subscribe(&b, &spec, None, |_| {}).unwrap();
+        let event = Arc::new(Event::message("news", "e", RawJson::string("x"), Some(a.socket_id.clone())));
+        assert_eq!(hub.publish(&event), 1);
+        assert!(frames(&a).is_empty());
+        assert_eq!(frames(&b), vec!["e"]);
+        assert_eq!(hub.channel("news").unwrap().subscription_count, 2);
+        assert!(hub.unsubscribe(&a, "news", None));
+        assert!(hub.unsubscribe(&b, "news", None));
+        assert!(hub.channel("news").is_none(), "an empty channel is forgotten");
+    }
+
+    #[test]
+    fn presence_dedupes_users() {
+        let hub = Hub::new(AppConfig::default());
+        let spec = ChannelSpec::parse("presence-room").unwrap();
+        let (a1, a2, b) = (Connection::new(&W, 16), Connection::new(&W, 16), Connection::new(&W, 16));
+        hub.subscribe(&b, &spec, Some(member("b")), |_| {}).unwrap();
+        hub.subscribe(&a1, &spec, Some(member("a")), |_| {}).unwrap();
+        assert_eq!(frames(&b), vec!["added:a"]);
+        let mut seen = 0;
+        hub.subscribe(&a2, &spec, Some(member("a")), |j| seen = j.members.unwrap().len())
+            .unwrap();
+        assert_eq!(seen, 2);
+        assert!(frames(&b).is_empty(), "second tab of a user is not a new member");
+        assert_eq!(hub.channel("presence-room").unwrap().user_count, Some(2));
+        hub.unsubscribe(&a1, "presence-room", Some("a"));
+        assert!(frames(&b).is_empty(), "user a still has a tab open");
+        hub.unsubscribe(&a2, "presence-room", Some("a"));
+        assert_eq!(frames(&b), vec!["removed:a"]);
+    }
+
+    #[test]
+    fn presence_member_limit() {
+        let hub = Hub::new(AppConfig {
+            max_presence_members: 1,
+            ..AppConfig::default()
+        });
+        let spec = ChannelSpec::parse("presence-x").unwrap();
+        let (a, a2, b) = (Connection::new(&W, 4), Connection::new(&W, 4), Connection::new(&W, 4));
+        hub.subscribe(&a, &spec, Some(member("a")), |_| {}).unwrap();
+        hub.subscribe(&a2, &spec, Some(member("a")), |_| {}).unwrap();
+        assert_eq!(
+            hub.subscribe(&b, &spec, Some(member("b")), |_| {}),
+            Err(JoinError::PresenceFull(1))
+        );
+    }
+
+    #[test]
+    fn cache_keeps_last_message() {
+        let hub = Hub::new(AppConfig::default());
+        assert!(hub.cached("cache-x").is_none());
+        hub.publish(&Arc::new(Event::message("cache-x", "one", RawJson::string("1"), None)));
+        hub.publish(&Arc::new(Event::message("cache-x", "two", RawJson::string("2"), None)));
+        hub.publish(&Arc::new(Event::message("plain", "p", RawJson::string("3"), None)));
+        let cached = hub.cached("cache-x").unwrap();
+        assert!(matches!(&cached.kind, EventKind::Message { name, .. } if &**name == "two"));
+        assert!(hub.cached("plain").is_none());
+    }
+
+    #[test]
+    fn connection_quota() {
+        let hub = Hub::new(AppConfig {
+            max_connections: 1,
+            ..AppConfig::default()
+        });
+        assert!(hub.try_connect());
+        assert!(!hub.try_connect());
+        hub.disconnect();
+        assert!(hub.try_connect());
+    }
+}

@@ -1,0 +1,29 @@
+//! Resonance: a real-time WebSocket server for Laravel Echo, pusher-js and
+//! any backend with a Pusher SDK.
+//!
+//! The layout, from the bottom up (dependencies point down, toward the core):
+//!
+//! - [`core`] — protocol-agnostic state: apps ([`core::app`]), channel names
+//!   ([`core::channel`]), connections and their bounded outboxes
+//!   ([`core::connection`]), events encoded once per wire format
+//!   ([`core::event`]), the per-app hub with presence and fan-out
+//!   ([`core::hub`]), the node ([`core::node`]) and the cross-node
+//!   [`core::adapter`] seam.
+//! - [`signing`] — Pusher's HMAC signatures, shared by auth and the API.
+//! - [`ws`] — the WebSocket seam (handshake and stream); the only module
+//!   that names the WebSocket crate.
+//! - [`pusher`] — the Pusher protocol front-end: wire format and sessions.
+//! - [`http_api`] — the Pusher HTTP API (trigger, batch, queries, terminate).
+//! - [`server`] — accept loop, routing, readiness and graceful shutdown.
+//! - [`config`], [`metrics`], [`init`] — operations: settings from file, env
+//!   and flags; Prometheus text; `resonance init`.
+
+pub mod config;
+pub mod core;
+pub mod http_api;
+pub mod init;
+pub mod metrics;
+pub mod pusher;
+pub mod server;
+pub mod signing;
+pub mod ws;

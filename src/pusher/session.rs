@@ -1,0 +1,414 @@
+//! One Pusher connection: its task, its subscriptions, its heartbeat.
+//!
+//! The task waits on four things: the client's next frame, its outbox (the
+//! fan-out queued frames), its heartbeat timer, and the server's shutdown.
+//! Everything it sends, replies included, goes through the outbox, so a
+//! connection's frames leave in one order and in batches (one flush per
+//! wake-up, however many frames were queued).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::protocol::{self as wire, ClientFrame, PUSHER_WIRE, SigninData, SubscribeData, UnsubscribeData};
+use crate::config::ServerConfig;
+use crate::core::channel::{ChannelKind, ChannelSpec};
+use crate::core::connection::Connection;
+use crate::core::event::{Event, EventKind, Member, RawJson};
+use crate::core::hub::{Hub, JoinError};
+use crate::core::node::Node;
+use crate::signing;
+use crate::ws::{self, Socket, WsMessage};
+
+/// How long a close handshake or a stuck write may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Close codes the session itself uses (reference §3).
+const RECONNECT: u16 = 4200;
+const PONG_MISSED: u16 = 4201;
+const CLIENT_EVENT_REJECTED: u16 = 4301;
+const UNAUTHORIZED: u16 = 4009;
+
+/// A subscription of this connection: the channel and, on presence
+/// channels, the user key it joined as.
+struct Subscription {
+    channel: Box<str>,
+    member: Option<Box<str>>,
+}
+
+/// Client events allowed per one-second window.
+struct RateLimit {
+    window: Instant,
+    used: u32,
+}
+
+struct Session {
+    node: Arc<Node>,
+    hub: Arc<Hub>,
+    conn: Arc<Connection>,
+    subscriptions: Vec<Subscription>,
+    /// The signed-in user (`pusher:signin`).
+    user: Option<Box<str>>,
+    rate: RateLimit,
+}
+
+/// Runs a connection to completion. `hub.try_connect()` already succeeded.
+pub async fn run(
+    mut socket: Socket,
+    node: Arc<Node>,
+    hub: Arc<Hub>,
+    config: Arc<ServerConfig>,
+    shutdown: CancellationToken,
+) {
+    let conn = Connection::new(&PUSHER_WIRE, config.outbox_limit);
+    let activity = Duration::from_secs(hub.app.activity_timeout);
+    let pong_timeout = Duration::from_secs(config.pong_timeout);
+    let write_timeout = Duration::from_secs(config.write_timeout);
+    conn.send(wire::connection_established(conn.socket_id.as_str(), hub.app.activity_timeout));
+    let mut session = Session {
+        node,
+        hub,
+        conn: conn.clone(),
+        subscriptions: Vec::new(),
+        user: None,
+        rate: RateLimit {
+            window: Instant::now(),
+            used: 0,
+        },
+    };
+
+    let mut last_seen = Instant::now();
+    let mut ping_sent: Option<Instant> = None;
+    let timer = tokio::time::sleep(activity);
+    tokio::pin!(timer);
+
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                let bye = wire::error(Some(RECONNECT), "server is shutting down; reconnect");
+                let _ = ws::send_batch(&mut socket, conn.drain().frames.into_iter().chain([bye]), CLOSE_TIMEOUT).await;
+                ws::close(&mut socket, RECONNECT, "server shutting down", CLOSE_TIMEOUT).await;
+                break;
+            }
+            () = conn.ready() => {
+                let drained = conn.drain();
+                if ws::send_batch(&mut socket, drained.frames, write_timeout).await.is_err() {
+                    break;
+                }
+                if let Some(close) = drained.close {
+                    session.hub.stats.error(if close.code == 4100 { "slow_consumer" } else { "closed_by_server" });
+                    ws::close(&mut socket, close.code, close.reason, CLOSE_TIMEOUT).await;
+                    break;
+                }
+            }
+            message = socket.next() => {
+                last_seen = Instant::now();
+                ping_sent = None;
+                match message {
+                    None => break,
+                    Some(Err(e)) => {
+                        tracing::debug!(socket_id = %conn.socket_id, error = %e, "websocket error");
+                        session.hub.stats.error("websocket_protocol");
+                        ws::finish_after_error(&mut socket, CLOSE_TIMEOUT).await;
+                        break;
+                    }
+                    Some(Ok(message)) => session.handle_message(message),
+                }
+            }
+            () = &mut timer => {
+                let now = Instant::now();
+                match ping_sent {
+                    Some(_) => {
+                        let bye = wire::error(Some(PONG_MISSED), "no pong received in time");
+                        let _ = ws::send_batch(&mut socket, [bye], CLOSE_TIMEOUT).await;
+                        ws::close(&mut socket, PONG_MISSED, "pong reply not received", CLOSE_TIMEOUT).await;
+                        break;
+                    }
+                    None if now.duration_since(last_seen) >= activity => {
+                        conn.send(wire::ping());
+                        ping_sent = Some(now);
+                        timer.as_mut().reset((now + pong_timeout).into());
+                    }
+                    None => timer.as_mut().reset((last_seen + activity).into()),
+                }
+            }
+        }
+    }
+    session.cleanup();
+}
+
+impl Session {
+    fn reply(&self, frame: bytes::Bytes) {
+        self.conn.send(frame);
+    }
+
+    fn error(&self, code: Option<u16>, message: &str) {
+        self.reply(wire::error(code, message));
+    }
+
+    fn handle_message(&mut self, message: WsMessage) {
+        if message.is_ping() || message.is_pong() || message.is_close() {
+            return; // answered by the WebSocket layer; counts as activity
+        }
+        let Some(text) = message.as_text() else {
+            self.hub.stats.error("binary_frame");
+            self.error(None, "binary frames are not part of the Pusher protocol; send JSON text");
+            return;
+        };
+        self.hub.stats.received(text.len());
+        let frame = match ClientFrame::parse(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                self.hub.stats.error("bad_json");
+                self.error(
+                    None,
+                    &format!("invalid message: expected a JSON object with an \"event\" field ({e})"),
+                );
+                return;
+            }
+        };
+        match &*frame.event {
+            "pusher:ping" => self.reply(wire::pong()),
+            "pusher:pong" => {}
+            "pusher:subscribe" => match frame.data_as::<SubscribeData>() {
+                Ok(data) => self.subscribe(data),
+                Err(e) => self.error(None, &format!("pusher:subscribe needs data {{\"channel\": ...}}: {e}")),
+            },
+            "pusher:unsubscribe" => match frame.data_as::<UnsubscribeData>() {
+                Ok(data) => self.unsubscribe(&data.channel),
+                Err(e) => self.error(None, &format!("pusher:unsubscribe needs data {{\"channel\": ...}}: {e}")),
+            },
+            "pusher:signin" => match frame.data_as::<SigninData>() {
+                Ok(data) => self.signin(data),
+                Err(e) => self.error(
+                    Some(UNAUTHORIZED),
+                    &format!("pusher:signin needs data {{\"auth\", \"user_data\"}}: {e}"),
+                ),
+            },
+            name if name.starts_with("client-") => self.client_event(&frame),
+            name => {
+                self.hub.stats.error("unknown_event");
+                self.error(None, &format!("unsupported event {name:?}"));
+            }
+        }
+    }
+
+    fn subscription_error(&self, channel: &str, kind: &str, message: &str, status: u16) {
+        self.hub.stats.error("subscription_refused");
+        self.reply(wire::subscription_error(channel, kind, message, status));
+    }
+
+    fn subscribe(&mut self, data: SubscribeData) {
+        let channel = data.channel.as_str();
+        let spec = match ChannelSpec::parse(channel) {
+            Ok(spec) => spec,
+            Err(e) => return self.subscription_error(channel, "InvalidChannel", &e.to_string(), 400),
+        };
+        if self.subscriptions.iter().any(|s| &*s.channel == channel) {
+            // Already subscribed: confirm again without joining twice.
+            let members = self.hub.members(channel);
+            let refs: Vec<&Member> = members.iter().collect();
+            return self.reply(wire::subscription_succeeded(channel, spec.is_presence().then_some(&refs[..])));
+        }
+        if spec.kind == ChannelKind::ServerToUser && spec.server_to_user_id() != self.user.as_deref() {
+            return self.subscription_error(
+                channel,
+                "AuthError",
+                "only the connection signed in as this user may subscribe to its #server-to-user channel",
+                403,
+            );
+        }
+        let channel_data = data.channel_data.as_deref().filter(|_| spec.is_presence());
+        if spec.needs_auth() {
+            let signed = signing::channel_auth_string(self.conn.socket_id.as_str(), channel, channel_data);
+            let auth = data.auth.as_deref().unwrap_or("");
+            if !signing::verify_auth(&self.hub.app.key, &self.hub.app.secret, auth, &signed) {
+                let message = format!(
+                    "Invalid signature: Expected HMAC SHA256 hex digest of {signed}, but got {}",
+                    auth.split_once(':').map_or(auth, |(_, sig)| sig)
+                );
+                return self.subscription_error(channel, "AuthError", &message, 401);
+            }
+        }
+        let member = if spec.is_presence() {
+            match self.presence_member(channel_data) {
+                Ok(member) => Some(member),
+                Err(message) => return self.subscription_error(channel, "InvalidChannelData", &message, 400),
+            }
+        } else {
+            None
+        };
+        let member_key = member.as_ref().map(|m| m.key.clone());
+        let conn = &self.conn;
+        let joined = self.hub.subscribe(conn, &spec, member, |joined| {
+            conn.send(wire::subscription_succeeded(channel, joined.members.as_deref()));
+        });
+        if let Err(JoinError::PresenceFull(max)) = joined {
+            return self.subscription_error(
+                channel,
+                "LimitReached",
+                &format!("presence channel is full: at most {max} members"),
+                403,
+            );
+        }
+        if let Some(key) = &member_key {
+            self.hub.add_user_connection(key, &self.conn);
+        }
+        if spec.cached {
+            match self.hub.cached(channel) {
+                Some(event) => self.reply(event.encoded(&PUSHER_WIRE)),
+                None => self.reply(wire::cache_miss(channel)),
+            }
+        }
+        self.subscriptions.push(Subscription {
+            channel: channel.into(),
+            member: member_key,
+        });
+    }
+
+    /// Reads the presence member out of the signed `channel_data`.
+    fn presence_member(&self, channel_data: Option<&str>) -> Result<Member, String> {
+        #[derive(serde::Deserialize)]
+        struct ChannelData<'a> {
+            #[serde(borrow)]
+            user_id: Option<&'a serde_json::value::RawValue>,
+            #[serde(borrow)]
+            user_info: Option<&'a serde_json::value::RawValue>,
+        }
+        let text = channel_data.ok_or("presence channels need channel_data with a user_id")?;
+        let data: ChannelData = serde_json::from_str(text).map_err(|e| format!("channel_data is not a JSON object: {e}"))?;
+        let id = data.user_id.ok_or("channel_data has no user_id")?;
+        let id_text = id.get();
+        let is_number = serde_json::from_str::<serde_json::Number>(id_text).is_ok();
+        let id_string = serde_json::from_str::<String>(id_text).ok();
+        if !is_number && id_string.as_deref().is_none_or(str::is_empty) {
+            return Err("user_id must be a non-empty string or a number".into());
+        }
+        if id_text.len() > 130 {
+            return Err("user_id is longer than 128 characters".into());
+        }
+        let info = data.user_info.map(|i| i.get());
+        if let Some(info) = info
+            && info.len() > self.hub.app.max_presence_member_bytes
+        {
+            return Err(format!(
+                "user_info is {} bytes; the limit is {}",
+                info.len(),
+                self.hub.app.max_presence_member_bytes
+            ));
+        }
+        Ok(Member::new(
+            RawJson::from_validated(id_text),
+            info.map(RawJson::from_validated),
+        ))
+    }
+
+    fn unsubscribe(&mut self, channel: &str) {
+        let Some(pos) = self.subscriptions.iter().position(|s| &*s.channel == channel) else {
+            return;
+        };
+        let sub = self.subscriptions.swap_remove(pos);
+        self.hub.unsubscribe(&self.conn, &sub.channel, sub.member.as_deref());
+        if let Some(key) = sub.member {
+            self.forget_user_if_unused(&key);
+        }
+    }
+
+    /// Drops the user registration once no presence subscription or sign-in
+    /// refers to it any more.
+    fn forget_user_if_unused(&self, key: &str) {
+        let still_used = self.user.as_deref() == Some(key)
+            || self.subscriptions.iter().any(|s| s.member.as_deref() == Some(key));
+        if !still_used {
+            self.hub.remove_user_connection(key, &self.conn);
+        }
+    }
+
+    fn signin(&mut self, data: SigninData) {
+        let signed = signing::signin_string(self.conn.socket_id.as_str(), &data.user_data);
+        if !signing::verify_auth(&self.hub.app.key, &self.hub.app.secret, &data.auth, &signed) {
+            self.hub.stats.error("signin_refused");
+            return self.error(Some(UNAUTHORIZED), &format!("Invalid signin signature over {signed}"));
+        }
+        #[derive(serde::Deserialize)]
+        struct UserData {
+            id: String,
+        }
+        let user = match serde_json::from_str::<UserData>(&data.user_data) {
+            Ok(u) if !u.id.is_empty() => u.id,
+            _ => return self.error(Some(UNAUTHORIZED), "user_data must be a JSON object with a non-empty string \"id\""),
+        };
+        if let Some(previous) = self.user.replace(user.as_str().into()) {
+            self.forget_user_if_unused(&previous);
+        }
+        self.hub.add_user_connection(&user, &self.conn);
+        self.reply(wire::signin_success(&data.user_data));
+    }
+
+    fn client_event(&mut self, frame: &ClientFrame<'_>) {
+        let refuse = |s: &Session, message: &str| {
+            s.hub.stats.error("client_event_refused");
+            s.error(None, message);
+        };
+        if !self.hub.app.client_events {
+            return refuse(self, "client events are disabled for this app");
+        }
+        let Some(channel) = frame.channel.as_deref() else {
+            return refuse(self, "a client event needs a \"channel\"");
+        };
+        let Ok(spec) = ChannelSpec::parse(channel) else {
+            return refuse(self, "invalid channel name");
+        };
+        if !spec.accepts_client_events() {
+            return refuse(self, "client events are only allowed on private and presence channels");
+        }
+        let Some(sub) = self.subscriptions.iter().find(|s| &*s.channel == channel) else {
+            return refuse(self, "subscribe to the channel before sending client events on it");
+        };
+        let now = Instant::now();
+        if now.duration_since(self.rate.window) >= Duration::from_secs(1) {
+            self.rate = RateLimit { window: now, used: 0 };
+        }
+        self.rate.used += 1;
+        if self.rate.used > self.hub.app.client_event_rate {
+            self.hub.stats.error("client_event_rate_limited");
+            return self.error(
+                Some(CLIENT_EVENT_REJECTED),
+                &format!(
+                    "client event rejected: more than {} per second",
+                    self.hub.app.client_event_rate
+                ),
+            );
+        }
+        let data = frame.data.map_or("null", |d| d.get());
+        if data.len() > self.hub.app.max_event_bytes {
+            return refuse(self, &format!("client event data exceeds {} bytes", self.hub.app.max_event_bytes));
+        }
+        let event = Event::new(
+            channel,
+            EventKind::Message {
+                name: (&*frame.event).into(),
+                data: RawJson::from_validated(data),
+                user_id: sub.member.clone(),
+            },
+            Some(self.conn.socket_id.clone()),
+        );
+        self.node.publish(&self.hub, event);
+    }
+
+    fn cleanup(&mut self) {
+        for sub in std::mem::take(&mut self.subscriptions) {
+            self.hub.unsubscribe(&self.conn, &sub.channel, sub.member.as_deref());
+            if let Some(key) = sub.member {
+                self.hub.remove_user_connection(&key, &self.conn);
+            }
+        }
+        if let Some(user) = self.user.take() {
+            self.hub.remove_user_connection(&user, &self.conn);
+        }
+        self.hub.disconnect();
+    }
+}
