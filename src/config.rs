@@ -81,7 +81,11 @@ type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 impl Config {
     /// Loads defaults ← `file` ← environment ← `overrides`, then validates.
-    pub fn load(file: Option<&Path>, env: Env<'_>, overrides: &Overrides) -> Result<Config, String> {
+    pub fn load(
+        file: Option<&Path>,
+        env: Env<'_>,
+        overrides: &Overrides,
+    ) -> Result<Config, String> {
         let mut config = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -129,15 +133,43 @@ impl Config {
         set(env, "RESONANCE_APP_KEY", &mut a.key)?;
         set(env, "RESONANCE_APP_SECRET", &mut a.secret)?;
         set(env, "RESONANCE_APP_CLIENT_EVENTS", &mut a.client_events)?;
-        set(env, "RESONANCE_APP_CLIENT_EVENT_RATE", &mut a.client_event_rate)?;
+        set(
+            env,
+            "RESONANCE_APP_CLIENT_EVENT_RATE",
+            &mut a.client_event_rate,
+        )?;
         set(env, "RESONANCE_APP_MAX_CONNECTIONS", &mut a.max_connections)?;
         set(env, "RESONANCE_APP_MAX_EVENT_BYTES", &mut a.max_event_bytes)?;
-        set(env, "RESONANCE_APP_MAX_CHANNELS_PER_EVENT", &mut a.max_channels_per_event)?;
-        set(env, "RESONANCE_APP_MAX_EVENTS_PER_BATCH", &mut a.max_events_per_batch)?;
-        set(env, "RESONANCE_APP_MAX_PRESENCE_MEMBERS", &mut a.max_presence_members)?;
-        set(env, "RESONANCE_APP_MAX_PRESENCE_MEMBER_BYTES", &mut a.max_presence_member_bytes)?;
-        set(env, "RESONANCE_APP_ACTIVITY_TIMEOUT", &mut a.activity_timeout)?;
-        set(env, "RESONANCE_APP_SUBSCRIPTION_COUNT", &mut a.subscription_count_events)?;
+        set(
+            env,
+            "RESONANCE_APP_MAX_CHANNELS_PER_EVENT",
+            &mut a.max_channels_per_event,
+        )?;
+        set(
+            env,
+            "RESONANCE_APP_MAX_EVENTS_PER_BATCH",
+            &mut a.max_events_per_batch,
+        )?;
+        set(
+            env,
+            "RESONANCE_APP_MAX_PRESENCE_MEMBERS",
+            &mut a.max_presence_members,
+        )?;
+        set(
+            env,
+            "RESONANCE_APP_MAX_PRESENCE_MEMBER_BYTES",
+            &mut a.max_presence_member_bytes,
+        )?;
+        set(
+            env,
+            "RESONANCE_APP_ACTIVITY_TIMEOUT",
+            &mut a.activity_timeout,
+        )?;
+        set(
+            env,
+            "RESONANCE_APP_SUBSCRIPTION_COUNT",
+            &mut a.subscription_count_events,
+        )?;
         if let Some(origins) = env("RESONANCE_APP_ALLOWED_ORIGINS") {
             a.allowed_origins = origins
                 .split(',')
@@ -160,7 +192,9 @@ impl Config {
             return Err("server.max_message_bytes: must be at least 1024".into());
         }
         if s.pong_timeout == 0 || s.write_timeout == 0 {
-            return Err("server.pong_timeout and server.write_timeout: must be at least 1 second".into());
+            return Err(
+                "server.pong_timeout and server.write_timeout: must be at least 1 second".into(),
+            );
         }
         let (mut ids, mut keys) = (HashSet::new(), HashSet::new());
         for (i, app) in self.apps.iter().enumerate() {
@@ -179,10 +213,15 @@ impl Config {
 
 /// Parses the variable `name` into `target` when it is set.
 fn set<T: std::str::FromStr>(env: Env<'_>, name: &str, target: &mut T) -> Result<(), String> {
-    let Some(value) = env(name) else { return Ok(()) };
+    let Some(value) = env(name) else {
+        return Ok(());
+    };
     let value = value.trim();
     *target = value.parse().map_err(|_| {
-        let expected = std::any::type_name::<T>().rsplit("::").next().unwrap_or("value");
+        let expected = std::any::type_name::<T>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("value");
         let expected = match expected {
             "bool" => "true or false",
             "String" => "text",
@@ -199,7 +238,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -217,21 +259,36 @@ mod tests {
             ("RESONANCE_PORT", "7000"),
             ("RESONANCE_APP_ID", "42"),
             ("RESONANCE_APP_CLIENT_EVENTS", "false"),
-            ("RESONANCE_APP_ALLOWED_ORIGINS", "https://a.example, https://*.b.example"),
+            (
+                "RESONANCE_APP_ALLOWED_ORIGINS",
+                "https://a.example, https://*.b.example",
+            ),
         ]);
         let c = Config::load(None, &env, &Overrides::default()).unwrap();
         assert_eq!(c.server.port, 7000);
         assert_eq!(c.apps[0].id, "42");
         assert!(!c.apps[0].client_events);
-        assert_eq!(c.apps[0].allowed_origins, vec!["https://a.example", "https://*.b.example"]);
+        assert_eq!(
+            c.apps[0].allowed_origins,
+            vec!["https://a.example", "https://*.b.example"]
+        );
     }
 
     #[test]
     fn bad_env_names_the_variable() {
-        let err = Config::load(None, &env_of(&[("RESONANCE_PORT", "abc")]), &Overrides::default()).unwrap_err();
+        let err = Config::load(
+            None,
+            &env_of(&[("RESONANCE_PORT", "abc")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert!(err.starts_with("RESONANCE_PORT:"), "{err}");
-        let err = Config::load(None, &env_of(&[("RESONANCE_APP_CLIENT_EVENTS", "yes")]), &Overrides::default())
-            .unwrap_err();
+        let err = Config::load(
+            None,
+            &env_of(&[("RESONANCE_APP_CLIENT_EVENTS", "yes")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert!(err.contains("true or false"), "{err}");
     }
 
@@ -254,14 +311,18 @@ mod tests {
         )
         .unwrap();
         c.validate().unwrap();
-        assert_eq!(c.apps[1].max_event_bytes, 10240, "unset options keep their defaults");
+        assert_eq!(
+            c.apps[1].max_event_bytes, 10240,
+            "unset options keep their defaults"
+        );
         assert!(!c.apps[1].client_events);
 
         let err = Config::from_toml("[server]\nport = \"x\"\n[[apps]]\nid=\"1\"").unwrap_err();
         assert!(err.contains("port"), "{err}");
         let err = Config::from_toml("[[apps]]\nid = \"1\"\nclient_evnts = true").unwrap_err();
         assert!(err.contains("client_evnts"), "{err}");
-        let dup = Config::from_toml("[[apps]]\nid=\"1\"\nkey=\"a\"\n[[apps]]\nid=\"1\"\nkey=\"b\"").unwrap();
+        let dup = Config::from_toml("[[apps]]\nid=\"1\"\nkey=\"a\"\n[[apps]]\nid=\"1\"\nkey=\"b\"")
+            .unwrap();
         assert!(dup.validate().unwrap_err().starts_with("apps[1].id"));
     }
 }

@@ -10,7 +10,12 @@ pub fn generate_credentials() -> (String, String, String) {
     let mut rng = rand::rng();
     let id = rng.random_range(100_000..1_000_000u32).to_string();
     let mut token = |n: usize| -> String {
-        (&mut rng).sample_iter(&Alphanumeric).take(n).map(char::from).collect::<String>().to_lowercase()
+        (&mut rng)
+            .sample_iter(&Alphanumeric)
+            .take(n)
+            .map(char::from)
+            .collect::<String>()
+            .to_lowercase()
     };
     let key = token(20);
     let secret = token(32);
@@ -115,12 +120,22 @@ mod tests {
         assert!(id.bytes().all(|b| b.is_ascii_digit()));
         assert_eq!(key.len(), 20);
         assert_eq!(secret.len(), 32);
-        let config = Config::from_toml(&config_file(&id, &key, &secret, "127.0.0.1", 6001)).unwrap();
+        let config =
+            Config::from_toml(&config_file(&id, &key, &secret, "127.0.0.1", 6001)).unwrap();
         config.validate().unwrap();
         assert_eq!(config.apps[0].key, key);
-        assert_eq!(config, Config {
-            apps: vec![crate::core::app::AppConfig { id, key, secret, ..Default::default() }],
-            ..Config::default()
-        }, "the commented file spells out the defaults");
+        assert_eq!(
+            config,
+            Config {
+                apps: vec![crate::core::app::AppConfig {
+                    id,
+                    key,
+                    secret,
+                    ..Default::default()
+                }],
+                ..Config::default()
+            },
+            "the commented file spells out the defaults"
+        );
     }
 }

@@ -9,7 +9,11 @@ use resonance::init;
 use resonance::server::Server;
 
 #[derive(Parser)]
-#[command(name = "resonance", version, about = "A real-time WebSocket server for Laravel Echo, pusher-js and Pusher SDKs")]
+#[command(
+    name = "resonance",
+    version,
+    about = "A real-time WebSocket server for Laravel Echo, pusher-js and Pusher SDKs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,18 +52,32 @@ enum Command {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Start { config, host, port } => start(config, Overrides { host, port }),
-        Command::Init { path, force, host, port } => {
+        Command::Init {
+            path,
+            force,
+            host,
+            port,
+        } => {
             if path.exists() && !force {
                 eprintln!("{} exists; pass --force to overwrite it", path.display());
                 return ExitCode::FAILURE;
             }
             let (id, key, secret) = init::generate_credentials();
-            if let Err(e) = std::fs::write(&path, init::config_file(&id, &key, &secret, &host, port)) {
+            if let Err(e) =
+                std::fs::write(&path, init::config_file(&id, &key, &secret, &host, port))
+            {
                 eprintln!("cannot write {}: {e}", path.display());
                 return ExitCode::FAILURE;
             }
-            eprintln!("wrote {} — start with: resonance start --config {}\n", path.display(), path.display());
-            println!("{}", init::laravel_instructions(&id, &key, &secret, &host, port));
+            eprintln!(
+                "wrote {} — start with: resonance start --config {}\n",
+                path.display(),
+                path.display()
+            );
+            println!(
+                "{}",
+                init::laravel_instructions(&id, &key, &secret, &host, port)
+            );
             ExitCode::SUCCESS
         }
     }
@@ -82,7 +100,10 @@ fn start(file: Option<PathBuf>, overrides: Overrides) -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     raise_fd_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("resonance: cannot start the runtime: {e}");
@@ -119,7 +140,10 @@ fn start(file: Option<PathBuf>, overrides: Overrides) -> ExitCode {
 /// Resolves on SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::warn!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };
@@ -134,7 +158,10 @@ async fn shutdown_signal() {
 fn raise_fd_limit() {
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);

@@ -11,19 +11,64 @@ pub fn render(node: &Node, ready: bool) -> String {
     let mut out = String::with_capacity(4096);
     type Pick = fn(&crate::core::stats::AppStats) -> u64;
     let series: [(&str, &str, &str, Pick); 8] = [
-        ("resonance_connections", "gauge", "Open WebSocket connections.", |s| s.connections.load(Relaxed)),
-        ("resonance_connections_total", "counter", "WebSocket connections accepted.", |s| s.connections_total.load(Relaxed)),
-        ("resonance_subscriptions", "gauge", "Channel subscriptions held by connections.", |s| s.subscriptions.load(Relaxed)),
-        ("resonance_messages_received_total", "counter", "Messages received from clients.", |s| s.messages_in.load(Relaxed)),
-        ("resonance_bytes_received_total", "counter", "Bytes of messages received from clients.", |s| s.bytes_in.load(Relaxed)),
-        ("resonance_messages_sent_total", "counter", "Event frames queued to clients (deliveries).", |s| s.messages_out.load(Relaxed)),
-        ("resonance_bytes_sent_total", "counter", "Bytes of event frames queued to clients.", |s| s.bytes_out.load(Relaxed)),
-        ("resonance_http_api_requests_total", "counter", "HTTP API requests.", |s| s.api_calls.load(Relaxed)),
+        (
+            "resonance_connections",
+            "gauge",
+            "Open WebSocket connections.",
+            |s| s.connections.load(Relaxed),
+        ),
+        (
+            "resonance_connections_total",
+            "counter",
+            "WebSocket connections accepted.",
+            |s| s.connections_total.load(Relaxed),
+        ),
+        (
+            "resonance_subscriptions",
+            "gauge",
+            "Channel subscriptions held by connections.",
+            |s| s.subscriptions.load(Relaxed),
+        ),
+        (
+            "resonance_messages_received_total",
+            "counter",
+            "Messages received from clients.",
+            |s| s.messages_in.load(Relaxed),
+        ),
+        (
+            "resonance_bytes_received_total",
+            "counter",
+            "Bytes of messages received from clients.",
+            |s| s.bytes_in.load(Relaxed),
+        ),
+        (
+            "resonance_messages_sent_total",
+            "counter",
+            "Event frames queued to clients (deliveries).",
+            |s| s.messages_out.load(Relaxed),
+        ),
+        (
+            "resonance_bytes_sent_total",
+            "counter",
+            "Bytes of event frames queued to clients.",
+            |s| s.bytes_out.load(Relaxed),
+        ),
+        (
+            "resonance_http_api_requests_total",
+            "counter",
+            "HTTP API requests.",
+            |s| s.api_calls.load(Relaxed),
+        ),
     ];
     for (name, kind, help, pick) in series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for hub in node.hubs() {
-            let _ = writeln!(out, "{name}{{app_id=\"{}\"}} {}", hub.app.id, pick(&hub.stats));
+            let _ = writeln!(
+                out,
+                "{name}{{app_id=\"{}\"}} {}",
+                hub.app.id,
+                pick(&hub.stats)
+            );
         }
     }
     let _ = writeln!(
@@ -32,7 +77,11 @@ pub fn render(node: &Node, ready: bool) -> String {
     );
     for hub in node.hubs() {
         for (kind, n) in hub.stats.errors() {
-            let _ = writeln!(out, "resonance_errors_total{{app_id=\"{}\",kind=\"{kind}\"}} {n}", hub.app.id);
+            let _ = writeln!(
+                out,
+                "resonance_errors_total{{app_id=\"{}\",kind=\"{kind}\"}} {n}",
+                hub.app.id
+            );
         }
     }
     let _ = writeln!(

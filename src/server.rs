@@ -54,7 +54,10 @@ impl Server {
     }
 
     /// Binds the listener with the given cross-node adapter.
-    pub async fn bind_with_adapter(config: Config, adapter: Arc<dyn Adapter>) -> std::io::Result<Server> {
+    pub async fn bind_with_adapter(
+        config: Config,
+        adapter: Arc<dyn Adapter>,
+    ) -> std::io::Result<Server> {
         let listener = TcpListener::bind((config.server.host.as_str(), config.server.port)).await?;
         let node = Arc::new(Node::new(config.apps, adapter));
         let state = Arc::new(State {
@@ -123,17 +126,28 @@ impl Server {
         state.shutdown.cancel();
         state.sessions.close();
         let grace = Duration::from_secs(state.config.shutdown_grace);
-        if tokio::time::timeout(grace, state.sessions.wait()).await.is_err() {
-            tracing::warn!(remaining = state.sessions.len(), "grace period over; exiting anyway");
+        if tokio::time::timeout(grace, state.sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = state.sessions.len(),
+                "grace period over; exiting anyway"
+            );
         }
         sweeper.abort();
     }
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
@@ -162,26 +176,38 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                 (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "adapter_unavailable"),
                 (true, true) => (StatusCode::OK, "ready"),
             };
-            json(status, &serde_json::json!({ "status": text, "adapter": adapter.name() }))
+            json(
+                status,
+                &serde_json::json!({ "status": text, "adapter": adapter.name() }),
+            )
         }
         (&Method::GET, "/metrics") => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4",
             metrics::render(&state.node, ready),
         ),
-        (_, p) if p.starts_with("/apps/") => api(&state, req).await,
+        (_, p) if p.starts_with("/apps/") || p.starts_with("/users/") => api(&state, req).await,
         _ => json_error(StatusCode::NOT_FOUND, "not found"),
     })
 }
 
 async fn api(state: &State, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, state.config.max_request_bytes).collect().await {
+    let body = match Limited::new(body, state.config.max_request_bytes)
+        .collect()
+        .await
+    {
         Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             return json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("request body exceeds {} bytes", state.config.max_request_bytes),
+                &format!(
+                    "request body exceeds {} bytes",
+                    state.config.max_request_bytes
+                ),
             );
         }
         Err(_) => return json_error(StatusCode::BAD_REQUEST, "could not read the request body"),
@@ -203,7 +229,11 @@ async fn api(state: &State, req: Request<Incoming>) -> Response<Body> {
 
 /// Why a Pusher connection is refused right after the upgrade: pusher-js
 /// only understands refusals as `pusher:error` plus a close code.
-fn refusal(state: &State, hub: Option<&Arc<Hub>>, origin: Option<&str>) -> Result<(), (u16, String)> {
+fn refusal(
+    state: &State,
+    hub: Option<&Arc<Hub>>,
+    origin: Option<&str>,
+) -> Result<(), (u16, String)> {
     let Some(hub) = hub else {
         return Err((4001, "application does not exist: check the app key".into()));
     };
@@ -212,7 +242,13 @@ fn refusal(state: &State, hub: Option<&Arc<Hub>>, origin: Option<&str>) -> Resul
     }
     if !hub.app.origin_allowed(origin) {
         hub.stats.error("origin_refused");
-        return Err((4009, format!("origin {:?} is not allowed for this app", origin.unwrap_or(""))));
+        return Err((
+            4009,
+            format!(
+                "origin {:?} is not allowed for this app",
+                origin.unwrap_or("")
+            ),
+        ));
     }
     if !hub.try_connect() {
         hub.stats.error("over_connection_quota");
@@ -250,11 +286,23 @@ fn pusher_upgrade(state: &Arc<State>, mut req: Request<Incoming>, key: &str) -> 
         let mut socket = ws::server(upgraded, state.config.max_message_bytes);
         match (verdict, hub) {
             (Ok(()), Some(hub)) => {
-                session::run(socket, state.node.clone(), hub, state.config.clone(), state.shutdown.clone()).await;
+                session::run(
+                    socket,
+                    state.node.clone(),
+                    hub,
+                    state.config.clone(),
+                    state.shutdown.clone(),
+                )
+                .await;
             }
             (Err((code, message)), _) => {
                 let timeout = Duration::from_secs(2);
-                let _ = ws::send_batch(&mut socket, [pusher_wire::error(Some(code), &message)], timeout).await;
+                let _ = ws::send_batch(
+                    &mut socket,
+                    [pusher_wire::error(Some(code), &message)],
+                    timeout,
+                )
+                .await;
                 ws::close(&mut socket, code, "connection refused", timeout).await;
             }
             // `refusal` never accepts without a hub.

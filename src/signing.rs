@@ -69,7 +69,12 @@ mod tests {
             "278d425bdf160c739803:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4";
         assert_eq!(sign_auth(KEY, SECRET, &signed), expected);
         assert!(verify_auth(KEY, SECRET, expected, &signed));
-        assert!(!verify_auth(KEY, SECRET, &expected.replace("58df", "58dd"), &signed));
+        assert!(!verify_auth(
+            KEY,
+            SECRET,
+            &expected.replace("58df", "58dd"),
+            &signed
+        ));
         assert!(!verify_auth("otherkey", SECRET, expected, &signed));
         assert!(!verify_auth(KEY, SECRET, "no-colon", &signed));
     }
@@ -81,7 +86,11 @@ mod tests {
         assert_eq!(signed, format!("1234.1234:presence-foobar:{data}"));
         let auth = sign_auth(KEY, SECRET, &signed);
         assert!(verify_auth(KEY, SECRET, &auth, &signed));
-        let tampered = channel_auth_string("1234.1234", "presence-foobar", Some(&data.replace("10", "11")));
+        let tampered = channel_auth_string(
+            "1234.1234",
+            "presence-foobar",
+            Some(&data.replace("10", "11")),
+        );
         assert!(!verify_auth(KEY, SECRET, &auth, &tampered));
     }
 
@@ -98,6 +107,9 @@ mod tests {
 
     #[test]
     fn signin_string_shape() {
-        assert_eq!(signin_string("1.2", "{\"id\":\"7\"}"), "1.2::user::{\"id\":\"7\"}");
+        assert_eq!(
+            signin_string("1.2", "{\"id\":\"7\"}"),
+            "1.2::user::{\"id\":\"7\"}"
+        );
     }
 }

@@ -65,22 +65,41 @@ pub fn handshake(
         let mut r = Response::new(Full::new(Bytes::from_static(msg.as_bytes())));
         *r.status_mut() = status;
         if status == StatusCode::UPGRADE_REQUIRED {
-            r.headers_mut()
-                .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            r.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
         }
         r
     };
     if req.method() != hyper::Method::GET {
-        return Err(Box::new(bad(StatusCode::BAD_REQUEST, "WebSocket upgrades must use GET\n")));
+        return Err(Box::new(bad(
+            StatusCode::BAD_REQUEST,
+            "WebSocket upgrades must use GET\n",
+        )));
     }
     if !header_has_token(req, header::CONNECTION, "upgrade") {
-        return Err(Box::new(bad(StatusCode::BAD_REQUEST, "missing Connection: upgrade\n")));
+        return Err(Box::new(bad(
+            StatusCode::BAD_REQUEST,
+            "missing Connection: upgrade\n",
+        )));
     }
-    if req.headers().get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
-        return Err(Box::new(bad(StatusCode::UPGRADE_REQUIRED, "only WebSocket version 13 is supported\n")));
+    if req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        return Err(Box::new(bad(
+            StatusCode::UPGRADE_REQUIRED,
+            "only WebSocket version 13 is supported\n",
+        )));
     }
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
-        return Err(Box::new(bad(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n")));
+        return Err(Box::new(bad(
+            StatusCode::BAD_REQUEST,
+            "missing Sec-WebSocket-Key\n",
+        )));
     };
     let accept = accept_key(key.as_bytes());
     let mut response = Response::new(Full::new(Bytes::new()));

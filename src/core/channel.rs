@@ -79,7 +79,11 @@ impl<'a> ChannelSpec<'a> {
             });
         }
         const KINDS: [(&str, ChannelKind, bool); 7] = [
-            ("private-encrypted-cache-", ChannelKind::PrivateEncrypted, true),
+            (
+                "private-encrypted-cache-",
+                ChannelKind::PrivateEncrypted,
+                true,
+            ),
             ("private-encrypted-", ChannelKind::PrivateEncrypted, false),
             ("private-cache-", ChannelKind::Private, true),
             ("private-", ChannelKind::Private, false),
@@ -136,15 +140,26 @@ mod tests {
     fn kinds_by_prefix() {
         assert_eq!(kind("orders"), (ChannelKind::Public, false));
         assert_eq!(kind("private-orders.1"), (ChannelKind::Private, false));
-        assert_eq!(kind("private-encrypted-x"), (ChannelKind::PrivateEncrypted, false));
+        assert_eq!(
+            kind("private-encrypted-x"),
+            (ChannelKind::PrivateEncrypted, false)
+        );
         assert_eq!(kind("presence-room"), (ChannelKind::Presence, false));
         assert_eq!(kind("cache-x"), (ChannelKind::Public, true));
         assert_eq!(kind("private-cache-x"), (ChannelKind::Private, true));
-        assert_eq!(kind("private-encrypted-cache-x"), (ChannelKind::PrivateEncrypted, true));
-        assert_eq!(kind("presence-cache-x"), (ChannelKind::Presence, true));
-        assert_eq!(kind("#server-to-user-42"), (ChannelKind::ServerToUser, false));
         assert_eq!(
-            ChannelSpec::parse("#server-to-user-42").unwrap().server_to_user_id(),
+            kind("private-encrypted-cache-x"),
+            (ChannelKind::PrivateEncrypted, true)
+        );
+        assert_eq!(kind("presence-cache-x"), (ChannelKind::Presence, true));
+        assert_eq!(
+            kind("#server-to-user-42"),
+            (ChannelKind::ServerToUser, false)
+        );
+        assert_eq!(
+            ChannelSpec::parse("#server-to-user-42")
+                .unwrap()
+                .server_to_user_id(),
             Some("42")
         );
     }
@@ -156,10 +171,19 @@ mod tests {
             ChannelSpec::parse("bad channel"),
             Err(ChannelNameError::BadCharacter(' '))
         );
-        assert_eq!(ChannelSpec::parse("#other"), Err(ChannelNameError::BadCharacter('#')));
-        assert_eq!(ChannelSpec::parse("#server-to-user-"), Err(ChannelNameError::Empty));
+        assert_eq!(
+            ChannelSpec::parse("#other"),
+            Err(ChannelNameError::BadCharacter('#'))
+        );
+        assert_eq!(
+            ChannelSpec::parse("#server-to-user-"),
+            Err(ChannelNameError::Empty)
+        );
         let long = "a".repeat(165);
-        assert_eq!(ChannelSpec::parse(&long), Err(ChannelNameError::TooLong(165)));
+        assert_eq!(
+            ChannelSpec::parse(&long),
+            Err(ChannelNameError::TooLong(165))
+        );
         assert!(ChannelSpec::parse(&"a".repeat(164)).is_ok());
         assert!(ChannelSpec::parse("App.Models.User.1=@,;_-").is_ok());
     }

@@ -206,7 +206,10 @@ impl Connection {
     /// Closes the connection from outside its task (terminate, kick): the
     /// wire's notice first, then the close frame with `code`.
     pub fn terminate(&self, code: u16, reason: &'static str) {
-        self.close_with((self.wire.notice)(code, reason), CloseRequest { code, reason });
+        self.close_with(
+            (self.wire.notice)(code, reason),
+            CloseRequest { code, reason },
+        );
     }
 
     /// Waits until something was queued (or a close was requested).
@@ -273,7 +276,10 @@ mod tests {
             },
         );
         let drained = conn.drain();
-        assert_eq!(drained.frames, vec![Bytes::from_static(b"a"), Bytes::from_static(b"bye")]);
+        assert_eq!(
+            drained.frames,
+            vec![Bytes::from_static(b"a"), Bytes::from_static(b"bye")]
+        );
         assert_eq!(drained.close.map(|c| c.code), Some(4009));
     }
 }

@@ -83,7 +83,9 @@ impl Hub {
         Hub {
             app,
             stats: AppStats::default(),
-            shards: (0..SHARDS).map(|_| RwLock::new(ChannelMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(ChannelMap::new()))
+                .collect(),
             hasher: Default::default(),
             users: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),
@@ -179,7 +181,12 @@ impl Hub {
     /// Removes `conn` from `channel`. `member_key` is the user it joined a
     /// presence channel as; `member_removed` goes out when that was the
     /// user's last connection. Returns false if it was not subscribed.
-    pub fn unsubscribe(&self, conn: &Arc<Connection>, channel: &str, member_key: Option<&str>) -> bool {
+    pub fn unsubscribe(
+        &self,
+        conn: &Arc<Connection>,
+        channel: &str,
+        member_key: Option<&str>,
+    ) -> bool {
         let mut removed_member = None;
         let count;
         {
@@ -208,7 +215,11 @@ impl Hub {
         }
         self.stats.unsubscribed();
         if let Some(member) = removed_member {
-            self.publish(&Arc::new(Event::new(channel, EventKind::MemberRemoved(member), None)));
+            self.publish(&Arc::new(Event::new(
+                channel,
+                EventKind::MemberRemoved(member),
+                None,
+            )));
         }
         if count > 0 && self.app.subscription_count_events && !channel.starts_with("presence-") {
             self.publish_count(channel, count);
@@ -241,7 +252,11 @@ impl Hub {
                 .lock()
                 .insert(event.channel.clone(), (event.clone(), Instant::now()));
         }
-        let channel = self.shard(&event.channel).read().get(&*event.channel).cloned();
+        let channel = self
+            .shard(&event.channel)
+            .read()
+            .get(&*event.channel)
+            .cloned();
         let Some(channel) = channel else { return 0 };
         let subscribers = channel.state.lock().subscribers.clone();
         let mut delivered = 0;
@@ -275,7 +290,9 @@ impl Hub {
 
     /// Forgets expired cached events (called periodically).
     pub fn sweep_cache(&self) {
-        self.cache.lock().retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+        self.cache
+            .lock()
+            .retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
     }
 
     /// Remembers that `conn` belongs to `user` (sign-in or presence), so that
@@ -306,7 +323,13 @@ impl Hub {
     /// Whether `socket` is subscribed to `channel` here.
     pub fn is_subscribed(&self, channel: &str, socket: &SocketId) -> bool {
         let ch = self.shard(channel).read().get(channel).cloned();
-        ch.is_some_and(|ch| ch.state.lock().subscribers.iter().any(|c| &c.socket_id == socket))
+        ch.is_some_and(|ch| {
+            ch.state
+                .lock()
+                .subscribers
+                .iter()
+                .any(|c| &c.socket_id == socket)
+        })
     }
 
     /// Occupied channels, optionally only those starting with `prefix`.
@@ -335,8 +358,15 @@ impl Hub {
     /// Presence members of a channel (empty when unoccupied).
     pub fn members(&self, name: &str) -> Vec<Member> {
         let ch = self.shard(name).read().get(name).cloned();
-        ch.map(|ch| ch.state.lock().members.values().map(|(m, _)| m.clone()).collect())
-            .unwrap_or_default()
+        ch.map(|ch| {
+            ch.state
+                .lock()
+                .members
+                .values()
+                .map(|(m, _)| m.clone())
+                .collect()
+        })
+        .unwrap_or_default()
     }
 }
 
@@ -391,29 +421,47 @@ mod tests {
         let b = Connection::new(&W, 16);
         hub.subscribe(&a, &spec, None, |_| {}).unwrap();
         hub.subscribe(&b, &spec, None, |_| {}).unwrap();
-        let event = Arc::new(Event::message("news", "e", RawJson::string("x"), Some(a.socket_id.clone())));
+        let event = Arc::new(Event::message(
+            "news",
+            "e",
+            RawJson::string("x"),
+            Some(a.socket_id.clone()),
+        ));
         assert_eq!(hub.publish(&event), 1);
         assert!(frames(&a).is_empty());
         assert_eq!(frames(&b), vec!["e"]);
         assert_eq!(hub.channel("news").unwrap().subscription_count, 2);
         assert!(hub.unsubscribe(&a, "news", None));
         assert!(hub.unsubscribe(&b, "news", None));
-        assert!(hub.channel("news").is_none(), "an empty channel is forgotten");
+        assert!(
+            hub.channel("news").is_none(),
+            "an empty channel is forgotten"
+        );
     }
 
     #[test]
     fn presence_dedupes_users() {
         let hub = Hub::new(AppConfig::default());
         let spec = ChannelSpec::parse("presence-room").unwrap();
-        let (a1, a2, b) = (Connection::new(&W, 16), Connection::new(&W, 16), Connection::new(&W, 16));
+        let (a1, a2, b) = (
+            Connection::new(&W, 16),
+            Connection::new(&W, 16),
+            Connection::new(&W, 16),
+        );
         hub.subscribe(&b, &spec, Some(member("b")), |_| {}).unwrap();
-        hub.subscribe(&a1, &spec, Some(member("a")), |_| {}).unwrap();
+        hub.subscribe(&a1, &spec, Some(member("a")), |_| {})
+            .unwrap();
         assert_eq!(frames(&b), vec!["added:a"]);
         let mut seen = 0;
-        hub.subscribe(&a2, &spec, Some(member("a")), |j| seen = j.members.unwrap().len())
-            .unwrap();
+        hub.subscribe(&a2, &spec, Some(member("a")), |j| {
+            seen = j.members.unwrap().len()
+        })
+        .unwrap();
         assert_eq!(seen, 2);
-        assert!(frames(&b).is_empty(), "second tab of a user is not a new member");
+        assert!(
+            frames(&b).is_empty(),
+            "second tab of a user is not a new member"
+        );
         assert_eq!(hub.channel("presence-room").unwrap().user_count, Some(2));
         hub.unsubscribe(&a1, "presence-room", Some("a"));
         assert!(frames(&b).is_empty(), "user a still has a tab open");
@@ -428,9 +476,14 @@ mod tests {
             ..AppConfig::default()
         });
         let spec = ChannelSpec::parse("presence-x").unwrap();
-        let (a, a2, b) = (Connection::new(&W, 4), Connection::new(&W, 4), Connection::new(&W, 4));
+        let (a, a2, b) = (
+            Connection::new(&W, 4),
+            Connection::new(&W, 4),
+            Connection::new(&W, 4),
+        );
         hub.subscribe(&a, &spec, Some(member("a")), |_| {}).unwrap();
-        hub.subscribe(&a2, &spec, Some(member("a")), |_| {}).unwrap();
+        hub.subscribe(&a2, &spec, Some(member("a")), |_| {})
+            .unwrap();
         assert_eq!(
             hub.subscribe(&b, &spec, Some(member("b")), |_| {}),
             Err(JoinError::PresenceFull(1))
@@ -441,9 +494,24 @@ mod tests {
     fn cache_keeps_last_message() {
         let hub = Hub::new(AppConfig::default());
         assert!(hub.cached("cache-x").is_none());
-        hub.publish(&Arc::new(Event::message("cache-x", "one", RawJson::string("1"), None)));
-        hub.publish(&Arc::new(Event::message("cache-x", "two", RawJson::string("2"), None)));
-        hub.publish(&Arc::new(Event::message("plain", "p", RawJson::string("3"), None)));
+        hub.publish(&Arc::new(Event::message(
+            "cache-x",
+            "one",
+            RawJson::string("1"),
+            None,
+        )));
+        hub.publish(&Arc::new(Event::message(
+            "cache-x",
+            "two",
+            RawJson::string("2"),
+            None,
+        )));
+        hub.publish(&Arc::new(Event::message(
+            "plain",
+            "p",
+            RawJson::string("3"),
+            None,
+        )));
         let cached = hub.cached("cache-x").unwrap();
         assert!(matches!(&cached.kind, EventKind::Message { name, .. } if &**name == "two"));
         assert!(hub.cached("plain").is_none());

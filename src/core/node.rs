@@ -22,8 +22,16 @@ impl Node {
     /// validation before this is called.
     pub fn new(apps: Vec<AppConfig>, adapter: Arc<dyn Adapter>) -> Self {
         let hubs: Vec<Arc<Hub>> = apps.into_iter().map(|a| Arc::new(Hub::new(a))).collect();
-        let by_id = hubs.iter().enumerate().map(|(i, h)| (h.app.id.clone(), i)).collect();
-        let by_key = hubs.iter().enumerate().map(|(i, h)| (h.app.key.clone(), i)).collect();
+        let by_id = hubs
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.app.id.clone(), i))
+            .collect();
+        let by_key = hubs
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.app.key.clone(), i))
+            .collect();
         Node {
             hubs,
             by_id,

@@ -57,19 +57,42 @@ pub struct ApiRequest<'a> {
 
 /// Routes and answers an `/apps/...` request.
 pub fn handle(node: &Node, req: &ApiRequest<'_>) -> ApiResult {
-    let rest = req.path.strip_prefix("/apps/").unwrap_or("");
-    let segments: Vec<&str> = rest.split('/').collect();
-    let Some(hub) = node.by_id(segments[0]) else {
-        return Err(ApiError::new(404, format!("no app with id {:?}", segments[0])));
+    let params = signature::parse_query(req.query);
+    let (hub, segments) = if let Some(rest) = req.path.strip_prefix("/apps/") {
+        let segments: Vec<&str> = rest.split('/').collect();
+        let hub = node
+            .by_id(segments[0])
+            .ok_or_else(|| ApiError::new(404, format!("no app with id {:?}", segments[0])))?;
+        (hub, segments)
+    } else {
+        // The Python SDK (pusher 3.3) posts terminate_connections to
+        // `/users/{id}/...` without `/apps/{id}`: find the app by its key.
+        let key = params
+            .iter()
+            .find(|(k, _)| k == "auth_key")
+            .map(|(_, v)| v.as_str());
+        let hub = key
+            .and_then(|k| node.by_key(k))
+            .ok_or_else(|| ApiError::new(401, "unknown auth_key: no app has this key"))?;
+        let segments: Vec<&str> = std::iter::once("")
+            .chain(req.path[1..].split('/'))
+            .collect();
+        (hub, segments)
     };
     hub.stats.api_call();
-    let params = signature::parse_query(req.query);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     if let Err(e) = signature::verify(&hub.app, req.method, req.path, &params, req.body, now) {
         hub.stats.error("api_unauthorized");
         return Err(e);
     }
-    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
     let result = match (req.method, &segments[1..]) {
         ("POST", ["events"]) => trigger(node, hub, req.body),
@@ -84,7 +107,11 @@ pub fn handle(node: &Node, req: &ApiRequest<'_>) -> ApiResult {
         )),
     };
     if let Err(e) = &result {
-        hub.stats.error(if e.status == 413 { "api_too_large" } else { "api_bad_request" });
+        hub.stats.error(if e.status == 413 {
+            "api_too_large"
+        } else {
+            "api_bad_request"
+        });
     }
     result
 }
@@ -111,7 +138,8 @@ struct Trigger {
 }
 
 fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("request body is not valid JSON: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad(format!("request body is not valid JSON: {e}")))
 }
 
 /// Byte length of `data` as the app sent it (a string's decoded length).
@@ -126,21 +154,33 @@ fn data_len(raw: &RawValue, limit: usize) -> usize {
 }
 
 fn validate(app: &AppConfig, body: TriggerBody<'_>) -> Result<Trigger, ApiError> {
-    let name = body.name.filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad("missing event \"name\""))?;
+    let name = body
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::bad("missing event \"name\""))?;
     if name.len() > 200 {
         return Err(ApiError::bad("event name is longer than 200 characters"));
     }
-    let data = body.data.ok_or_else(|| ApiError::bad("missing event \"data\""))?;
+    let data = body
+        .data
+        .ok_or_else(|| ApiError::bad("missing event \"data\""))?;
     if data_len(data, app.max_event_bytes) > app.max_event_bytes {
         return Err(ApiError::new(
             413,
-            format!("event data is larger than this app's limit of {} bytes", app.max_event_bytes),
+            format!(
+                "event data is larger than this app's limit of {} bytes",
+                app.max_event_bytes
+            ),
         ));
     }
     let channels = match (body.channel, body.channels) {
         (Some(c), None) => vec![c],
         (None, Some(cs)) => cs,
-        (Some(_), Some(_)) => return Err(ApiError::bad("give either \"channel\" or \"channels\", not both")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad(
+                "give either \"channel\" or \"channels\", not both",
+            ));
+        }
         (None, None) => return Err(ApiError::bad("missing \"channel\" or \"channels\"")),
     };
     if channels.is_empty() {
@@ -156,12 +196,13 @@ fn validate(app: &AppConfig, body: TriggerBody<'_>) -> Result<Trigger, ApiError>
     for c in &channels {
         ChannelSpec::parse(c).map_err(|e| ApiError::bad(format!("channel {c:?}: {e}")))?;
     }
-    let exclude = match body.socket_id {
-        Some(s) => Some(
-            SocketId::parse(&s).ok_or_else(|| ApiError::bad(format!("socket_id {s:?} is not of the form 123.456")))?,
-        ),
-        None => None,
-    };
+    let exclude =
+        match body.socket_id {
+            Some(s) => Some(SocketId::parse(&s).ok_or_else(|| {
+                ApiError::bad(format!("socket_id {s:?} is not of the form 123.456"))
+            })?),
+            None => None,
+        };
     Ok(Trigger {
         name,
         data: RawJson::from_validated(data.get()),
@@ -173,9 +214,19 @@ fn validate(app: &AppConfig, body: TriggerBody<'_>) -> Result<Trigger, ApiError>
 
 fn publish(node: &Node, hub: &Arc<Hub>, t: &Trigger) -> Result<Option<Value>, ApiError> {
     for channel in &t.channels {
-        node.publish(hub, Event::message(channel.as_str(), t.name.as_str(), t.data.clone(), t.exclude.clone()));
+        node.publish(
+            hub,
+            Event::message(
+                channel.as_str(),
+                t.name.as_str(),
+                t.data.clone(),
+                t.exclude.clone(),
+            ),
+        );
     }
-    let Some(info) = t.info.as_deref() else { return Ok(None) };
+    let Some(info) = t.info.as_deref() else {
+        return Ok(None);
+    };
     let mut out = Map::new();
     for channel in &t.channels {
         out.insert(channel.clone(), channel_info(hub, channel, Some(info))?);
@@ -212,15 +263,21 @@ fn batch(node: &Node, hub: &Arc<Hub>, body: &Bytes) -> ApiResult {
         .enumerate()
         .map(|(i, b)| {
             if b.channels.is_some() {
-                return Err(ApiError::bad(format!("batch[{i}]: use \"channel\", not \"channels\"")));
+                return Err(ApiError::bad(format!(
+                    "batch[{i}]: use \"channel\", not \"channels\""
+                )));
             }
-            validate(&hub.app, b).map_err(|e| ApiError::new(e.status, format!("batch[{i}]: {}", e.message)))
+            validate(&hub.app, b)
+                .map_err(|e| ApiError::new(e.status, format!("batch[{i}]: {}", e.message)))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut infos = Vec::new();
     for t in &triggers {
         let info = publish(node, hub, t)?;
-        infos.push(info.and_then(|v| v.get(&t.channels[0]).cloned()).unwrap_or_else(|| json!({})));
+        infos.push(
+            info.and_then(|v| v.get(&t.channels[0]).cloned())
+                .unwrap_or_else(|| json!({})),
+        );
     }
     if triggers.iter().any(|t| t.info.is_some()) {
         Ok(json!({ "batch": infos }))
@@ -231,8 +288,13 @@ fn batch(node: &Node, hub: &Arc<Hub>, body: &Bytes) -> ApiResult {
 
 /// The attributes asked for in `info`, checked against the channel kind.
 fn wanted(info: Option<&str>) -> Vec<&str> {
-    info.map(|i| i.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
-        .unwrap_or_default()
+    info.map(|i| {
+        i.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 fn channels(hub: &Hub, prefix: Option<&str>, info: Option<&str>) -> ApiResult {
@@ -263,20 +325,29 @@ fn channels(hub: &Hub, prefix: Option<&str>, info: Option<&str>) -> ApiResult {
 }
 
 fn channel_info(hub: &Hub, name: &str, info: Option<&str>) -> ApiResult {
-    let spec = ChannelSpec::parse(name).map_err(|e| ApiError::bad(format!("channel {name:?}: {e}")))?;
+    let spec =
+        ChannelSpec::parse(name).map_err(|e| ApiError::bad(format!("channel {name:?}: {e}")))?;
     let summary = hub.channel(name);
     let mut out = Map::new();
     out.insert("occupied".into(), json!(summary.is_some()));
     for attr in wanted(info) {
         match attr {
             "user_count" if !spec.is_presence() => {
-                return Err(ApiError::bad("info=user_count is only available for presence channels"));
+                return Err(ApiError::bad(
+                    "info=user_count is only available for presence channels",
+                ));
             }
             "user_count" => {
-                out.insert(attr.into(), json!(summary.as_ref().and_then(|s| s.user_count).unwrap_or(0)));
+                out.insert(
+                    attr.into(),
+                    json!(summary.as_ref().and_then(|s| s.user_count).unwrap_or(0)),
+                );
             }
             "subscription_count" => {
-                out.insert(attr.into(), json!(summary.as_ref().map_or(0, |s| s.subscription_count)));
+                out.insert(
+                    attr.into(),
+                    json!(summary.as_ref().map_or(0, |s| s.subscription_count)),
+                );
             }
             "cache" if spec.cached => {
                 out.insert(attr.into(), json!(hub.cached(name).is_some()));
@@ -292,11 +363,18 @@ fn channel(hub: &Hub, name: &str, info: Option<&str>) -> ApiResult {
 }
 
 fn users(hub: &Hub, name: &str) -> ApiResult {
-    let spec = ChannelSpec::parse(name).map_err(|e| ApiError::bad(format!("channel {name:?}: {e}")))?;
+    let spec =
+        ChannelSpec::parse(name).map_err(|e| ApiError::bad(format!("channel {name:?}: {e}")))?;
     if !spec.is_presence() {
-        return Err(ApiError::bad("users are only available for presence channels"));
+        return Err(ApiError::bad(
+            "users are only available for presence channels",
+        ));
     }
-    let users: Vec<Value> = hub.members(name).iter().map(|m| json!({ "id": &*m.key })).collect();
+    let users: Vec<Value> = hub
+        .members(name)
+        .iter()
+        .map(|m| json!({ "id": &*m.key }))
+        .collect();
     Ok(json!({ "users": users }))
 }
 

@@ -17,7 +17,11 @@ pub fn parse_query(query: &str) -> Vec<(String, String)> {
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s: &str| percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+            let decode = |s: &str| {
+                percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
             (decode(k).to_ascii_lowercase(), decode(v))
         })
         .collect()
@@ -33,14 +37,24 @@ pub fn verify(
     body: &[u8],
     now: u64,
 ) -> Result<(), ApiError> {
-    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let unauthorized = |msg: String| Err(ApiError::new(401, msg));
 
     let Some(key) = get("auth_key") else {
-        return unauthorized("missing auth_key: sign the request with your app key and secret".into());
+        return unauthorized(
+            "missing auth_key: sign the request with your app key and secret".into(),
+        );
     };
     if !signing::same(key, &app.key) {
-        return unauthorized(format!("auth_key {key:?} does not belong to app {}", app.id));
+        return unauthorized(format!(
+            "auth_key {key:?} does not belong to app {}",
+            app.id
+        ));
     }
     let Some(timestamp) = get("auth_timestamp") else {
         return unauthorized("missing auth_timestamp".into());
@@ -64,11 +78,21 @@ pub fn verify(
     let Some(signature) = get("auth_signature") else {
         return unauthorized("missing auth_signature".into());
     };
-    let mut signed: Vec<&(String, String)> = params.iter().filter(|(k, _)| k != "auth_signature").collect();
+    let mut signed: Vec<&(String, String)> = params
+        .iter()
+        .filter(|(k, _)| k != "auth_signature")
+        .collect();
     signed.sort();
-    let query = signed.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+    let query = signed
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
     let to_sign = format!("{method}\n{path}\n{query}");
-    if !signing::same(&signature.to_ascii_lowercase(), &signing::hmac_sha256_hex(&app.secret, to_sign.as_bytes())) {
+    if !signing::same(
+        &signature.to_ascii_lowercase(),
+        &signing::hmac_sha256_hex(&app.secret, to_sign.as_bytes()),
+    ) {
         return unauthorized(format!(
             "invalid signature: expected HMAC-SHA256 of {to_sign:?} with the app secret"
         ));
@@ -94,7 +118,15 @@ mod tests {
     #[test]
     fn reference_vector_verifies() {
         let params = parse_query(QUERY);
-        verify(&app(), "POST", "/apps/3/events", &params, BODY.as_bytes(), 1353088179 + 5).unwrap();
+        verify(
+            &app(),
+            "POST",
+            "/apps/3/events",
+            &params,
+            BODY.as_bytes(),
+            1353088179 + 5,
+        )
+        .unwrap();
     }
 
     #[test]
@@ -102,23 +134,67 @@ mod tests {
         let params = parse_query(QUERY);
         let status = |r: Result<(), ApiError>| r.unwrap_err().status;
         // stale timestamp
-        assert_eq!(status(verify(&app(), "POST", "/apps/3/events", &params, BODY.as_bytes(), 1353088179 + 601)), 401);
+        assert_eq!(
+            status(verify(
+                &app(),
+                "POST",
+                "/apps/3/events",
+                &params,
+                BODY.as_bytes(),
+                1353088179 + 601
+            )),
+            401
+        );
         // tampered body
-        assert_eq!(status(verify(&app(), "POST", "/apps/3/events", &params, b"{}", 1353088179)), 401);
+        assert_eq!(
+            status(verify(
+                &app(),
+                "POST",
+                "/apps/3/events",
+                &params,
+                b"{}",
+                1353088179
+            )),
+            401
+        );
         // other path
-        assert_eq!(status(verify(&app(), "POST", "/apps/4/events", &params, BODY.as_bytes(), 1353088179)), 401);
+        assert_eq!(
+            status(verify(
+                &app(),
+                "POST",
+                "/apps/4/events",
+                &params,
+                BODY.as_bytes(),
+                1353088179
+            )),
+            401
+        );
         // other secret
         let other = AppConfig {
             secret: "another-secret".into(),
             ..app()
         };
-        assert_eq!(status(verify(&other, "POST", "/apps/3/events", &params, BODY.as_bytes(), 1353088179)), 401);
+        assert_eq!(
+            status(verify(
+                &other,
+                "POST",
+                "/apps/3/events",
+                &params,
+                BODY.as_bytes(),
+                1353088179
+            )),
+            401
+        );
     }
 
     #[test]
     fn query_decoding() {
-        let p = parse_query("info=user_count%2Csubscription_count&filter_by_prefix=presence-&X=a+b");
-        assert_eq!(p[0], ("info".into(), "user_count,subscription_count".into()));
+        let p =
+            parse_query("info=user_count%2Csubscription_count&filter_by_prefix=presence-&X=a+b");
+        assert_eq!(
+            p[0],
+            ("info".into(), "user_count,subscription_count".into())
+        );
         assert_eq!(p[2], ("x".into(), "a b".into()));
     }
 }

@@ -74,7 +74,10 @@ pub fn encode_event(event: &Event) -> Bytes {
         }
         EventKind::MemberAdded(member) => {
             let info = member.info.as_ref().map_or("null", |i| i.as_str());
-            let inner = format!("{{\"user_id\":{},\"user_info\":{info}}}", member.id.as_str());
+            let inner = format!(
+                "{{\"user_id\":{},\"user_info\":{info}}}",
+                member.id.as_str()
+            );
             frame("pusher_internal:member_added", channel, &inner)
         }
         EventKind::MemberRemoved(member) => {
@@ -138,7 +141,11 @@ pub fn subscription_succeeded(channel: &str, members: Option<&[&Member]>) -> Byt
             )
         }
     };
-    frame("pusher_internal:subscription_succeeded", Some(channel), &inner)
+    frame(
+        "pusher_internal:subscription_succeeded",
+        Some(channel),
+        &inner,
+    )
 }
 
 /// `pusher:subscription_error` on `channel`: Echo's `.error()` callback and
@@ -233,7 +240,12 @@ mod tests {
 
     #[test]
     fn client_event_carries_user_id() {
-        let mut event = Event::message("presence-r", "client-x", RawJson::parse("{}").unwrap(), None);
+        let mut event = Event::message(
+            "presence-r",
+            "client-x",
+            RawJson::parse("{}").unwrap(),
+            None,
+        );
         if let EventKind::Message { user_id, .. } = &mut event.kind {
             *user_id = Some("7".into());
         }
@@ -242,16 +254,24 @@ mod tests {
 
     #[test]
     fn presence_frames() {
-        let m = Member::new(RawJson::parse("7").unwrap(), Some(RawJson::parse(r#"{"name":"A"}"#).unwrap()));
+        let m = Member::new(
+            RawJson::parse("7").unwrap(),
+            Some(RawJson::parse(r#"{"name":"A"}"#).unwrap()),
+        );
         let ok = json(&subscription_succeeded("presence-r", Some(&[&m])));
         let inner: serde_json::Value = serde_json::from_str(ok["data"].as_str().unwrap()).unwrap();
         assert_eq!(inner["presence"]["ids"][0], 7);
         assert_eq!(inner["presence"]["hash"]["7"]["name"], "A");
         assert_eq!(inner["presence"]["count"], 1);
 
-        let added = json(&encode_event(&Event::new("presence-r", EventKind::MemberAdded(m.clone()), None)));
+        let added = json(&encode_event(&Event::new(
+            "presence-r",
+            EventKind::MemberAdded(m.clone()),
+            None,
+        )));
         assert_eq!(added["event"], "pusher_internal:member_added");
-        let inner: serde_json::Value = serde_json::from_str(added["data"].as_str().unwrap()).unwrap();
+        let inner: serde_json::Value =
+            serde_json::from_str(added["data"].as_str().unwrap()).unwrap();
         assert_eq!(inner["user_id"], 7);
         assert_eq!(inner["user_info"]["name"], "A");
     }
@@ -279,10 +299,14 @@ mod tests {
 
     #[test]
     fn client_frames() {
-        let f = ClientFrame::parse(r#"{"event":"pusher:subscribe","data":{"channel":"a","auth":"k:s"}}"#).unwrap();
+        let f = ClientFrame::parse(
+            r#"{"event":"pusher:subscribe","data":{"channel":"a","auth":"k:s"}}"#,
+        )
+        .unwrap();
         let d: SubscribeData = f.data_as().unwrap();
         assert_eq!((d.channel.as_str(), d.auth.as_deref()), ("a", Some("k:s")));
-        let f = ClientFrame::parse(r#"{"event":"pusher:subscribe","data":"{\"channel\":\"b\"}"}"#).unwrap();
+        let f = ClientFrame::parse(r#"{"event":"pusher:subscribe","data":"{\"channel\":\"b\"}"}"#)
+            .unwrap();
         assert_eq!(f.data_as::<SubscribeData>().unwrap().channel, "b");
         assert!(ClientFrame::parse("{oops").is_err());
         let f = ClientFrame::parse(r#"{"event":"pusher:subscribe"}"#).unwrap();

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::protocol::{self as wire, ClientFrame, PUSHER_WIRE, SigninData, SubscribeData, UnsubscribeData};
+use super::protocol::{
+    self as wire, ClientFrame, PUSHER_WIRE, SigninData, SubscribeData, UnsubscribeData,
+};
 use crate::config::ServerConfig;
 use crate::core::channel::{ChannelKind, ChannelSpec};
 use crate::core::connection::Connection;
@@ -66,7 +68,10 @@ pub async fn run(
     let activity = Duration::from_secs(hub.app.activity_timeout);
     let pong_timeout = Duration::from_secs(config.pong_timeout);
     let write_timeout = Duration::from_secs(config.write_timeout);
-    conn.send(wire::connection_established(conn.socket_id.as_str(), hub.app.activity_timeout));
+    conn.send(wire::connection_established(
+        conn.socket_id.as_str(),
+        hub.app.activity_timeout,
+    ));
     let mut session = Session {
         node,
         hub,
@@ -155,7 +160,10 @@ impl Session {
         }
         let Some(text) = message.as_text() else {
             self.hub.stats.error("binary_frame");
-            self.error(None, "binary frames are not part of the Pusher protocol; send JSON text");
+            self.error(
+                None,
+                "binary frames are not part of the Pusher protocol; send JSON text",
+            );
             return;
         };
         self.hub.stats.received(text.len());
@@ -165,7 +173,9 @@ impl Session {
                 self.hub.stats.error("bad_json");
                 self.error(
                     None,
-                    &format!("invalid message: expected a JSON object with an \"event\" field ({e})"),
+                    &format!(
+                        "invalid message: expected a JSON object with an \"event\" field ({e})"
+                    ),
                 );
                 return;
             }
@@ -175,11 +185,17 @@ impl Session {
             "pusher:pong" => {}
             "pusher:subscribe" => match frame.data_as::<SubscribeData>() {
                 Ok(data) => self.subscribe(data),
-                Err(e) => self.error(None, &format!("pusher:subscribe needs data {{\"channel\": ...}}: {e}")),
+                Err(e) => self.error(
+                    None,
+                    &format!("pusher:subscribe needs data {{\"channel\": ...}}: {e}"),
+                ),
             },
             "pusher:unsubscribe" => match frame.data_as::<UnsubscribeData>() {
                 Ok(data) => self.unsubscribe(&data.channel),
-                Err(e) => self.error(None, &format!("pusher:unsubscribe needs data {{\"channel\": ...}}: {e}")),
+                Err(e) => self.error(
+                    None,
+                    &format!("pusher:unsubscribe needs data {{\"channel\": ...}}: {e}"),
+                ),
             },
             "pusher:signin" => match frame.data_as::<SigninData>() {
                 Ok(data) => self.signin(data),
@@ -205,15 +221,22 @@ impl Session {
         let channel = data.channel.as_str();
         let spec = match ChannelSpec::parse(channel) {
             Ok(spec) => spec,
-            Err(e) => return self.subscription_error(channel, "InvalidChannel", &e.to_string(), 400),
+            Err(e) => {
+                return self.subscription_error(channel, "InvalidChannel", &e.to_string(), 400);
+            }
         };
         if self.subscriptions.iter().any(|s| &*s.channel == channel) {
             // Already subscribed: confirm again without joining twice.
             let members = self.hub.members(channel);
             let refs: Vec<&Member> = members.iter().collect();
-            return self.reply(wire::subscription_succeeded(channel, spec.is_presence().then_some(&refs[..])));
+            return self.reply(wire::subscription_succeeded(
+                channel,
+                spec.is_presence().then_some(&refs[..]),
+            ));
         }
-        if spec.kind == ChannelKind::ServerToUser && spec.server_to_user_id() != self.user.as_deref() {
+        if spec.kind == ChannelKind::ServerToUser
+            && spec.server_to_user_id() != self.user.as_deref()
+        {
             return self.subscription_error(
                 channel,
                 "AuthError",
@@ -223,7 +246,8 @@ impl Session {
         }
         let channel_data = data.channel_data.as_deref().filter(|_| spec.is_presence());
         if spec.needs_auth() {
-            let signed = signing::channel_auth_string(self.conn.socket_id.as_str(), channel, channel_data);
+            let signed =
+                signing::channel_auth_string(self.conn.socket_id.as_str(), channel, channel_data);
             let auth = data.auth.as_deref().unwrap_or("");
             if !signing::verify_auth(&self.hub.app.key, &self.hub.app.secret, auth, &signed) {
                 let message = format!(
@@ -236,7 +260,9 @@ impl Session {
         let member = if spec.is_presence() {
             match self.presence_member(channel_data) {
                 Ok(member) => Some(member),
-                Err(message) => return self.subscription_error(channel, "InvalidChannelData", &message, 400),
+                Err(message) => {
+                    return self.subscription_error(channel, "InvalidChannelData", &message, 400);
+                }
             }
         } else {
             None
@@ -244,7 +270,10 @@ impl Session {
         let member_key = member.as_ref().map(|m| m.key.clone());
         let conn = &self.conn;
         let joined = self.hub.subscribe(conn, &spec, member, |joined| {
-            conn.send(wire::subscription_succeeded(channel, joined.members.as_deref()));
+            conn.send(wire::subscription_succeeded(
+                channel,
+                joined.members.as_deref(),
+            ));
         });
         if let Err(JoinError::PresenceFull(max)) = joined {
             return self.subscription_error(
@@ -279,7 +308,8 @@ impl Session {
             user_info: Option<&'a serde_json::value::RawValue>,
         }
         let text = channel_data.ok_or("presence channels need channel_data with a user_id")?;
-        let data: ChannelData = serde_json::from_str(text).map_err(|e| format!("channel_data is not a JSON object: {e}"))?;
+        let data: ChannelData = serde_json::from_str(text)
+            .map_err(|e| format!("channel_data is not a JSON object: {e}"))?;
         let id = data.user_id.ok_or("channel_data has no user_id")?;
         let id_text = id.get();
         let is_number = serde_json::from_str::<serde_json::Number>(id_text).is_ok();
@@ -307,11 +337,16 @@ impl Session {
     }
 
     fn unsubscribe(&mut self, channel: &str) {
-        let Some(pos) = self.subscriptions.iter().position(|s| &*s.channel == channel) else {
+        let Some(pos) = self
+            .subscriptions
+            .iter()
+            .position(|s| &*s.channel == channel)
+        else {
             return;
         };
         let sub = self.subscriptions.swap_remove(pos);
-        self.hub.unsubscribe(&self.conn, &sub.channel, sub.member.as_deref());
+        self.hub
+            .unsubscribe(&self.conn, &sub.channel, sub.member.as_deref());
         if let Some(key) = sub.member {
             self.forget_user_if_unused(&key);
         }
@@ -321,7 +356,10 @@ impl Session {
     /// refers to it any more.
     fn forget_user_if_unused(&self, key: &str) {
         let still_used = self.user.as_deref() == Some(key)
-            || self.subscriptions.iter().any(|s| s.member.as_deref() == Some(key));
+            || self
+                .subscriptions
+                .iter()
+                .any(|s| s.member.as_deref() == Some(key));
         if !still_used {
             self.hub.remove_user_connection(key, &self.conn);
         }
@@ -331,7 +369,10 @@ impl Session {
         let signed = signing::signin_string(self.conn.socket_id.as_str(), &data.user_data);
         if !signing::verify_auth(&self.hub.app.key, &self.hub.app.secret, &data.auth, &signed) {
             self.hub.stats.error("signin_refused");
-            return self.error(Some(UNAUTHORIZED), &format!("Invalid signin signature over {signed}"));
+            return self.error(
+                Some(UNAUTHORIZED),
+                &format!("Invalid signin signature over {signed}"),
+            );
         }
         #[derive(serde::Deserialize)]
         struct UserData {
@@ -339,7 +380,12 @@ impl Session {
         }
         let user = match serde_json::from_str::<UserData>(&data.user_data) {
             Ok(u) if !u.id.is_empty() => u.id,
-            _ => return self.error(Some(UNAUTHORIZED), "user_data must be a JSON object with a non-empty string \"id\""),
+            _ => {
+                return self.error(
+                    Some(UNAUTHORIZED),
+                    "user_data must be a JSON object with a non-empty string \"id\"",
+                );
+            }
         };
         if let Some(previous) = self.user.replace(user.as_str().into()) {
             self.forget_user_if_unused(&previous);
@@ -363,14 +409,23 @@ impl Session {
             return refuse(self, "invalid channel name");
         };
         if !spec.accepts_client_events() {
-            return refuse(self, "client events are only allowed on private and presence channels");
+            return refuse(
+                self,
+                "client events are only allowed on private and presence channels",
+            );
         }
         let Some(sub) = self.subscriptions.iter().find(|s| &*s.channel == channel) else {
-            return refuse(self, "subscribe to the channel before sending client events on it");
+            return refuse(
+                self,
+                "subscribe to the channel before sending client events on it",
+            );
         };
         let now = Instant::now();
         if now.duration_since(self.rate.window) >= Duration::from_secs(1) {
-            self.rate = RateLimit { window: now, used: 0 };
+            self.rate = RateLimit {
+                window: now,
+                used: 0,
+            };
         }
         self.rate.used += 1;
         if self.rate.used > self.hub.app.client_event_rate {
@@ -385,7 +440,13 @@ impl Session {
         }
         let data = frame.data.map_or("null", |d| d.get());
         if data.len() > self.hub.app.max_event_bytes {
-            return refuse(self, &format!("client event data exceeds {} bytes", self.hub.app.max_event_bytes));
+            return refuse(
+                self,
+                &format!(
+                    "client event data exceeds {} bytes",
+                    self.hub.app.max_event_bytes
+                ),
+            );
         }
         let event = Event::new(
             channel,
@@ -401,7 +462,8 @@ impl Session {
 
     fn cleanup(&mut self) {
         for sub in std::mem::take(&mut self.subscriptions) {
-            self.hub.unsubscribe(&self.conn, &sub.channel, sub.member.as_deref());
+            self.hub
+                .unsubscribe(&self.conn, &sub.channel, sub.member.as_deref());
             if let Some(key) = sub.member {
                 self.hub.remove_user_connection(&key, &self.conn);
             }

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: Rust unit/integration tests, the pusher-js /
+# laravel-echo suite (Node), the Python SDK suite, and a short load-tool
+# smoke run. Installs what the suites need on first use (npm ci, a Python
+# venv under target/). Prints "tests: N passed, M failed" last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+LOG=$(mktemp -d)
+pass=0; fail=0
+add() { pass=$((pass + ${1:-0})); fail=$((fail + ${2:-0})); }
+step() { printf '\n== %s ==\n' "$*"; }
+
+step "build (release)"
+cargo build --release --workspace --bins --examples || { echo "build failed"; echo "tests: 0 passed, 1 failed"; exit 1; }
+export RESONANCE_BIN="$ROOT/target/release/resonance"
+
+step "cargo test"
+cargo test --release --workspace 2>&1 | tee "$LOG/cargo.txt"
+rc=$?
+p=$(grep -Eo '[0-9]+ passed' "$LOG/cargo.txt" | awk '{s+=$1} END {print s+0}')
+f=$(grep -Eo '[0-9]+ failed' "$LOG/cargo.txt" | awk '{s+=$1} END {print s+0}')
+[ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
+add "$p" "$f"
+
+step "Node suite (pusher-js, laravel-echo)"
+if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/node_modules ]; then
+  (cd tests/js && npm ci --no-audit --no-fund) || { add 0 1; }
+fi
+(cd tests/js && npm test 2>&1) | tee "$LOG/node.txt"
+p=$(grep -E '^# pass [0-9]+' "$LOG/node.txt" | awk '{print $3}' | tail -1)
+f=$(grep -E '^# fail [0-9]+' "$LOG/node.txt" | awk '{print $3}' | tail -1)
+[ -z "$p$f" ] && f=1
+add "${p:-0}" "${f:-0}"
+
+step "Python suite (pusher SDK)"
+VENV="$ROOT/target/pyvenv"
+if [ ! -x "$VENV/bin/pytest" ] || [ tests/py/requirements.txt -nt "$VENV/bin/pytest" ]; then
+  python3 -m venv "$VENV" && "$VENV/bin/pip" install -q -r tests/py/requirements.txt && touch "$VENV/bin/pytest" || { add 0 1; }
+fi
+"$VENV/bin/pytest" -q tests/py 2>&1 | tee "$LOG/py.txt"
+p=$(grep -Eo '[0-9]+ passed' "$LOG/py.txt" | tail -1 | awk '{print $1}')
+f=$(grep -Eo '[0-9]+ (failed|error|errors)' "$LOG/py.txt" | awk '{s+=$1} END {print s+0}')
+[ -z "$p" ] && [ "$f" -eq 0 ] && f=1
+add "${p:-0}" "$f"
+
+if [ -x bench/run.sh ]; then
+  step "load tool smoke run"
+  if bench/run.sh --smoke 2>&1 | tee "$LOG/bench.txt"; then add 1 0; else add 0 1; fi
+fi
+
+rm -rf "$LOG"
+echo
+echo "tests: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
