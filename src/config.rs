@@ -170,6 +170,15 @@ impl Config {
             "RESONANCE_APP_SUBSCRIPTION_COUNT",
             &mut a.subscription_count_events,
         )?;
+        if let Some(url) = env("RESONANCE_REDIS_URL").filter(|u| !u.is_empty()) {
+            a.redis_url = Some(url);
+        }
+        set(env, "RESONANCE_REDIS_PREFIX", &mut a.redis_prefix)?;
+        if let Some(url) = env("RESONANCE_AUTH_ENDPOINT").filter(|u| !u.is_empty()) {
+            a.auth_endpoint = Some(url);
+        }
+        set(env, "RESONANCE_AUTH_TIMEOUT", &mut a.auth_timeout)?;
+        set(env, "RESONANCE_SOCKETIO", &mut a.socketio)?;
         if let Some(origins) = env("RESONANCE_APP_ALLOWED_ORIGINS") {
             a.allowed_origins = origins
                 .split(',')

@@ -21,6 +21,7 @@
 pub mod config;
 pub mod core;
 pub mod http_api;
+pub mod ingress;
 pub mod init;
 pub mod metrics;
 pub mod pusher;

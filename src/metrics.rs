@@ -86,6 +86,14 @@ pub fn render(node: &Node, ready: bool) -> String {
     }
     let _ = writeln!(
         out,
+        "# HELP resonance_redis_connected Whether the Laravel Redis ingestion is connected (apps that use it).\n# TYPE resonance_redis_connected gauge"
+    );
+    for hub in node.hubs().iter().filter(|h| h.app.redis_url.is_some()) {
+        let connected = hub.stats.ingress.load(Relaxed) == 1;
+        let _ = writeln!(out, "resonance_redis_connected{{app_id=\"{}\"}} {}", hub.app.id, u8::from(connected));
+    }
+    let _ = writeln!(
+        out,
         "# HELP resonance_ready Whether the node accepts connections (0 while shutting down).\n# TYPE resonance_ready gauge\nresonance_ready {}",
         u8::from(ready)
     );

@@ -92,6 +92,13 @@ impl Server {
                 }
             })
         };
+        let ingress: Vec<_> = state
+            .node
+            .hubs()
+            .iter()
+            .filter(|hub| hub.app.redis_url.is_some())
+            .map(|hub| tokio::spawn(crate::ingress::redis::run(state.node.clone(), hub.clone())))
+            .collect();
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -136,6 +143,7 @@ impl Server {
             );
         }
         sweeper.abort();
+        ingress.iter().for_each(|task| task.abort());
     }
 }
 
@@ -171,10 +179,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         (&Method::GET, "/up") => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
         (&Method::GET, "/ready") => {
             let adapter = state.node.adapter();
-            let (status, text) = match (ready, adapter.healthy()) {
-                (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-                (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "adapter_unavailable"),
-                (true, true) => (StatusCode::OK, "ready"),
+            let redis_ok = state.node.hubs().iter().all(|h| h.stats.ingress_healthy());
+            let (status, text) = match (ready, adapter.healthy(), redis_ok) {
+                (false, _, _) => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+                (true, false, _) => (StatusCode::SERVICE_UNAVAILABLE, "adapter_unavailable"),
+                (true, true, false) => (StatusCode::SERVICE_UNAVAILABLE, "redis_unavailable"),
+                (true, true, true) => (StatusCode::OK, "ready"),
             };
             json(
                 status,

@@ -39,6 +39,18 @@ pub struct AppConfig {
     pub activity_timeout: u64,
     /// Send `pusher_internal:subscription_count` on non-presence channels.
     pub subscription_count_events: bool,
+    /// Redis to ingest Laravel's `redis` broadcaster from (`redis://...`).
+    pub redis_url: Option<String>,
+    /// Laravel's Redis key prefix, stripped from channel names (may be empty).
+    pub redis_prefix: String,
+    /// The app's `/broadcasting/auth`, asked by the server for subscriptions
+    /// that arrive without a signature (laravel-echo-server style).
+    pub auth_endpoint: Option<String>,
+    /// Seconds an auth endpoint call may take.
+    pub auth_timeout: u64,
+    /// Serve Laravel Echo's `socket.io` connector at `/socket.io/` for this
+    /// app (the first app that enables it owns the path).
+    pub socketio: bool,
 }
 
 impl Default for AppConfig {
@@ -58,6 +70,11 @@ impl Default for AppConfig {
             allowed_origins: vec!["*".into()],
             activity_timeout: 120,
             subscription_count_events: false,
+            redis_url: None,
+            redis_prefix: String::new(),
+            auth_endpoint: None,
+            auth_timeout: 5,
+            socketio: true,
         }
     }
 }
@@ -83,6 +100,22 @@ impl AppConfig {
         }
         if self.max_event_bytes == 0 {
             return bad("max_event_bytes", "must be at least 1");
+        }
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return bad("redis_url", "must start with redis:// or rediss://");
+        }
+        if let Some(url) = &self.auth_endpoint
+            && !url.starts_with("http://")
+        {
+            return bad(
+                "auth_endpoint",
+                "must be an http:// URL (put TLS in front of the app, not between it and Resonance)",
+            );
+        }
+        if self.auth_timeout == 0 {
+            return bad("auth_timeout", "must be at least 1 second");
         }
         if self.client_event_rate == 0 && self.client_events {
             return bad(

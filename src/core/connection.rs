@@ -48,6 +48,11 @@ impl SocketId {
         Self::is_valid(s).then(|| SocketId(s.into()))
     }
 
+    /// An id assigned by a front-end (a Socket.IO sid), of any shape.
+    pub fn from_raw(s: &str) -> Self {
+        SocketId(s.into())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

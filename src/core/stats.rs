@@ -2,7 +2,7 @@
 //! leave on: a fan-out adds its totals once, not once per recipient.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 
 use parking_lot::Mutex;
 
@@ -17,6 +17,8 @@ pub struct AppStats {
     pub messages_out: AtomicU64,
     pub bytes_out: AtomicU64,
     pub api_calls: AtomicU64,
+    /// Redis ingestion: 0 = not configured, 1 = connected, 2 = disconnected.
+    pub ingress: AtomicU8,
     /// Refusals and errors by kind (rare, so a mutex is fine).
     errors: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -47,6 +49,14 @@ impl AppStats {
     }
     pub fn api_call(&self) {
         self.api_calls.fetch_add(1, Relaxed);
+    }
+    /// Records whether the Redis ingestion is connected.
+    pub fn set_ingress_connected(&self, connected: bool) {
+        self.ingress.store(if connected { 1 } else { 2 }, Relaxed);
+    }
+    /// False while a configured Redis ingestion is disconnected.
+    pub fn ingress_healthy(&self) -> bool {
+        self.ingress.load(Relaxed) != 2
     }
     /// Counts an error or refusal of the given kind (a short snake_case tag).
     pub fn error(&self, kind: &'static str) {

@@ -197,6 +197,8 @@ class ResonanceServer:
             self._log_file = None
         if self._config_path and os.path.exists(self._config_path):
             os.unlink(self._config_path)
+        if self.log_path and os.path.exists(self.log_path) and not os.environ.get("RESONANCE_KEEP_LOGS"):
+            os.unlink(self.log_path)
 
     # ---- HTTP helpers ----------------------------------------------------
 
@@ -457,7 +459,9 @@ def pytest_runtest_makereport(item, call):
     rep = outcome.get_result()
     if rep.failed and _LIVE_SERVERS:
         for s in _LIVE_SERVERS:
-            rep.sections.append((f"resonance output (port {s.port}, last lines)", s.log_tail(4000)))
+            rc = s.proc.poll() if s.proc else None
+            state = "running" if rc is None else f"EXITED with code {rc}"
+            rep.sections.append((f"resonance output (port {s.port}, {state}, last lines)", s.log_tail(4000)))
 
 
 @pytest.fixture

@@ -1,0 +1,160 @@
+//! Laravel's `redis` broadcaster: `PUBLISH <prefix><channel>
+//! {"event","data","socket"}`, consumed with `PSUBSCRIBE <prefix>*`.
+//!
+//! Redis pub/sub keeps nothing for absent subscribers, so a reconnect can
+//! lose what was published while the link was down but can never deliver
+//! a message twice. The task reconnects with exponential back-off (capped)
+//! and reports its state in the app's stats, which `/ready` and `/metrics`
+//! read.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::core::channel::ChannelSpec;
+use crate::core::connection::SocketId;
+use crate::core::event::{Event, RawJson};
+use crate::core::hub::Hub;
+use crate::core::node::Node;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// What Laravel's broadcaster publishes.
+#[derive(Deserialize)]
+struct LaravelMessage<'a> {
+    event: String,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    socket: Option<serde_json::Value>,
+}
+
+/// Turns one published message into an event, or says why it cannot.
+pub fn parse_message(channel: &str, payload: &[u8]) -> Result<Event, String> {
+    let msg: LaravelMessage =
+        serde_json::from_slice(payload).map_err(|e| format!("not a Laravel broadcast ({e})"))?;
+    ChannelSpec::parse(channel).map_err(|e| format!("bad channel: {e}"))?;
+    if msg.event.is_empty() {
+        return Err("empty event name".into());
+    }
+    let exclude = match msg.socket {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Some(SocketId::from_raw(&s)),
+        _ => None,
+    };
+    let data = msg.data.map_or_else(|| RawJson::from_validated("null"), |d| RawJson::from_validated(d.get()));
+    Ok(Event::message(channel, msg.event, data, exclude))
+}
+
+/// Warns once per channel, so a misbehaving publisher cannot flood the log.
+struct WarnOnce(Mutex<HashSet<String>>);
+
+impl WarnOnce {
+    fn warn(&self, channel: &str, problem: &str) {
+        let mut seen = self.0.lock();
+        if seen.len() < 1024 && seen.insert(channel.to_string()) {
+            tracing::warn!(channel, problem, "dropped a Redis message (further ones on this channel are not logged)");
+        }
+    }
+}
+
+/// Runs the ingestion for `hub`'s app until the process ends.
+pub async fn run(node: Arc<Node>, hub: Arc<Hub>) {
+    let Some(url) = hub.app.redis_url.clone() else { return };
+    let prefix = hub.app.redis_prefix.clone();
+    let pattern = format!("{}*", glob_escape(&prefix));
+    let warned = WarnOnce(Mutex::new(HashSet::new()));
+    let mut backoff = Duration::from_millis(200);
+    hub.stats.set_ingress_connected(false);
+    if prefix.is_empty() {
+        tracing::info!(app_id = %hub.app.id, "redis_prefix is empty: Redis channel names are used as they are");
+    }
+    loop {
+        match subscribe(&url, &pattern).await {
+            Ok(pubsub) => {
+                tracing::info!(app_id = %hub.app.id, %pattern, "Redis ingestion connected");
+                hub.stats.set_ingress_connected(true);
+                backoff = Duration::from_millis(200);
+                let mut messages = pubsub.into_on_message();
+                while let Some(msg) = messages.next().await {
+                    let Some(channel) = msg.get_channel_name().strip_prefix(prefix.as_str()) else {
+                        continue;
+                    };
+                    match parse_message(channel, msg.get_payload_bytes()) {
+                        Ok(event) => node.publish(&hub, event),
+                        Err(problem) => {
+                            hub.stats.error("redis_bad_message");
+                            if prefix.is_empty() && (channel.contains("_database_") || channel.contains("-database-")) {
+                                tracing::warn!(channel, "this looks like a Laravel key prefix: set redis_prefix");
+                            }
+                            warned.warn(channel, &problem);
+                        }
+                    }
+                }
+                hub.stats.set_ingress_connected(false);
+                tracing::warn!(app_id = %hub.app.id, "Redis ingestion lost its connection; reconnecting");
+            }
+            Err(e) => {
+                hub.stats.set_ingress_connected(false);
+                tracing::warn!(app_id = %hub.app.id, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot subscribe to Redis");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn subscribe(url: &str, pattern: &str) -> redis::RedisResult<redis::aio::PubSub> {
+    let client = redis::Client::open(url)?;
+    let mut pubsub = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub())
+        .await
+        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
+    pubsub.psubscribe(pattern).await?;
+    Ok(pubsub)
+}
+
+/// Escapes Redis glob characters so the prefix matches literally.
+fn glob_escape(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::event::EventKind;
+
+    #[test]
+    fn laravel_payloads() {
+        let e = parse_message("orders", br#"{"event":"App\\Events\\OrderShipped","data":{"id":5},"socket":null}"#).unwrap();
+        assert!(e.exclude.is_none());
+        match &e.kind {
+            EventKind::Message { name, data, .. } => {
+                assert_eq!(&**name, "App\\Events\\OrderShipped");
+                assert_eq!(data.as_str(), r#"{"id":5}"#);
+            }
+            _ => panic!("not a message"),
+        }
+        let e = parse_message("private-a", br#"{"event":"X","data":"text","socket":"123.456"}"#).unwrap();
+        assert_eq!(e.exclude.as_ref().map(|s| s.as_str()), Some("123.456"));
+        assert!(parse_message("orders", b"not json").is_err());
+        assert!(parse_message("orders", br#"{"data":{}}"#).is_err());
+        assert!(parse_message("bad channel", br#"{"event":"X","data":{}}"#).is_err());
+    }
+
+    #[test]
+    fn prefixes_match_literally() {
+        assert_eq!(glob_escape("laravel_database_"), "laravel_database_");
+        assert_eq!(glob_escape("a*b"), "a\\*b");
+    }
+}
