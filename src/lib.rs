@@ -18,6 +18,7 @@
 //! - [`config`], [`metrics`], [`init`] — operations: settings from file, env
 //!   and flags; Prometheus text; `resonance init`.
 
+pub mod auth_endpoint;
 pub mod config;
 pub mod core;
 pub mod http_api;
@@ -27,4 +28,5 @@ pub mod metrics;
 pub mod pusher;
 pub mod server;
 pub mod signing;
+pub mod socketio;
 pub mod ws;

@@ -90,7 +90,12 @@ pub fn render(node: &Node, ready: bool) -> String {
     );
     for hub in node.hubs().iter().filter(|h| h.app.redis_url.is_some()) {
         let connected = hub.stats.ingress.load(Relaxed) == 1;
-        let _ = writeln!(out, "resonance_redis_connected{{app_id=\"{}\"}} {}", hub.app.id, u8::from(connected));
+        let _ = writeln!(
+            out,
+            "resonance_redis_connected{{app_id=\"{}\"}} {}",
+            hub.app.id,
+            u8::from(connected)
+        );
     }
     let _ = writeln!(
         out,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue, ORIGIN};
+use hyper::header::{CONTENT_TYPE, COOKIE, HeaderValue, ORIGIN};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -26,6 +26,7 @@ use crate::core::hub::Hub;
 use crate::core::node::Node;
 use crate::http_api::{self, ApiRequest};
 use crate::pusher::{protocol as pusher_wire, session};
+use crate::socketio::{SocketIoFrontend, SocketIoService};
 use crate::{metrics, ws};
 
 type Body = Full<Bytes>;
@@ -39,6 +40,8 @@ struct State {
     /// WebSocket sessions, awaited (bounded) at shutdown.
     sessions: TaskTracker,
     ready: AtomicBool,
+    /// Echo's `socket.io` connector, for the first app that enables it.
+    socketio: Option<(Arc<Hub>, SocketIoService)>,
 }
 
 /// A bound, not yet running server.
@@ -60,12 +63,23 @@ impl Server {
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind((config.server.host.as_str(), config.server.port)).await?;
         let node = Arc::new(Node::new(config.apps, adapter));
+        let shutdown = CancellationToken::new();
+        let socketio = node.hubs().iter().find(|h| h.app.socketio).map(|hub| {
+            let service = SocketIoFrontend::service(
+                node.clone(),
+                hub.clone(),
+                &config.server,
+                shutdown.clone(),
+            );
+            (hub.clone(), service)
+        });
         let state = Arc::new(State {
             node,
             config: Arc::new(config.server),
-            shutdown: CancellationToken::new(),
+            shutdown,
             sessions: TaskTracker::new(),
             ready: AtomicBool::new(true),
+            socketio,
         });
         Ok(Server { listener, state })
     }
@@ -173,6 +187,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         let key = key.to_string();
         return Ok(pusher_upgrade(&state, req, &key));
     }
+    if path == "/socket.io" || path.starts_with("/socket.io/") {
+        return Ok(socketio(&state, req).await);
+    }
     let ready = state.ready.load(Ordering::SeqCst);
     Ok(match (req.method(), path) {
         (&Method::GET, "/") => respond(StatusCode::OK, "text/plain", "OK"),
@@ -199,6 +216,61 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         (_, p) if p.starts_with("/apps/") || p.starts_with("/users/") => api(&state, req).await,
         _ => json_error(StatusCode::NOT_FOUND, "not found"),
     })
+}
+
+/// Hands a `/socket.io/` request to engineioxide, answering CORS the way
+/// engine.io 3 did for laravel-echo-server (the page and the socket are on
+/// different origins, and polling sends cookies).
+async fn socketio(state: &State, req: Request<Incoming>) -> Response<Body> {
+    let Some((hub, service)) = &state.socketio else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "Socket.IO is not enabled for any app",
+        );
+    };
+    let origin = req.headers().get(ORIGIN).cloned();
+    let allowed = hub
+        .app
+        .origin_allowed(origin.as_ref().and_then(|o| o.to_str().ok()));
+    if !allowed {
+        hub.stats.error("origin_refused");
+        return json_error(StatusCode::FORBIDDEN, "origin not allowed for this app");
+    }
+    let cors = |headers: &mut hyper::HeaderMap| {
+        if let Some(origin) = &origin {
+            headers.insert(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            headers.insert(
+                hyper::header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+    };
+    if req.method() == Method::OPTIONS {
+        let mut response = respond(StatusCode::OK, "text/plain", "");
+        let h = response.headers_mut();
+        cors(h);
+        h.insert(
+            hyper::header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        h.insert(
+            hyper::header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Content-Type"),
+        );
+        return response;
+    }
+    let mut service = service.clone();
+    let response = match tower_service::Service::call(&mut service, req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let (mut parts, body) = response.into_parts();
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return json_error(StatusCode::BAD_GATEWAY, "Socket.IO transport error"),
+    };
+    cors(&mut parts.headers);
+    Response::from_parts(parts, Full::new(bytes))
 }
 
 async fn api(state: &State, req: Request<Incoming>) -> Response<Body> {
@@ -280,6 +352,11 @@ fn pusher_upgrade(state: &Arc<State>, mut req: Request<Incoming>, key: &str) -> 
     };
     let hub = state.node.by_key(key).cloned();
     let origin = req.headers().get(ORIGIN).and_then(|o| o.to_str().ok());
+    let cookie: Option<Arc<str>> = req
+        .headers()
+        .get(COOKIE)
+        .and_then(|c| c.to_str().ok())
+        .map(Into::into);
     let verdict = refusal(state, hub.as_ref(), origin);
     let state = state.clone();
     state.sessions.clone().spawn(async move {
@@ -302,6 +379,7 @@ fn pusher_upgrade(state: &Arc<State>, mut req: Request<Incoming>, key: &str) -> 
                     hub,
                     state.config.clone(),
                     state.shutdown.clone(),
+                    cookie,
                 )
                 .await;
             }

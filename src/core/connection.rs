@@ -154,8 +154,13 @@ impl fmt::Debug for Connection {
 impl Connection {
     /// `limit` is the number of frames that may wait in the outbox.
     pub fn new(wire: &'static Wire, limit: usize) -> Arc<Self> {
+        Connection::with_id(SocketId::generate(), wire, limit)
+    }
+
+    /// A connection whose id the front-end assigned (Socket.IO sids).
+    pub fn with_id(socket_id: SocketId, wire: &'static Wire, limit: usize) -> Arc<Self> {
         Arc::new(Connection {
-            socket_id: SocketId::generate(),
+            socket_id,
             wire,
             limit: limit.max(1),
             state: Mutex::new(OutboxState::default()),

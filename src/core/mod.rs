@@ -9,4 +9,5 @@ pub mod connection;
 pub mod event;
 pub mod hub;
 pub mod node;
+pub mod rules;
 pub mod stats;

@@ -46,7 +46,10 @@ pub fn parse_message(channel: &str, payload: &[u8]) -> Result<Event, String> {
         Some(serde_json::Value::String(s)) if !s.is_empty() => Some(SocketId::from_raw(&s)),
         _ => None,
     };
-    let data = msg.data.map_or_else(|| RawJson::from_validated("null"), |d| RawJson::from_validated(d.get()));
+    let data = msg.data.map_or_else(
+        || RawJson::from_validated("null"),
+        |d| RawJson::from_validated(d.get()),
+    );
     Ok(Event::message(channel, msg.event, data, exclude))
 }
 
@@ -57,14 +60,20 @@ impl WarnOnce {
     fn warn(&self, channel: &str, problem: &str) {
         let mut seen = self.0.lock();
         if seen.len() < 1024 && seen.insert(channel.to_string()) {
-            tracing::warn!(channel, problem, "dropped a Redis message (further ones on this channel are not logged)");
+            tracing::warn!(
+                channel,
+                problem,
+                "dropped a Redis message (further ones on this channel are not logged)"
+            );
         }
     }
 }
 
 /// Runs the ingestion for `hub`'s app until the process ends.
 pub async fn run(node: Arc<Node>, hub: Arc<Hub>) {
-    let Some(url) = hub.app.redis_url.clone() else { return };
+    let Some(url) = hub.app.redis_url.clone() else {
+        return;
+    };
     let prefix = hub.app.redis_prefix.clone();
     let pattern = format!("{}*", glob_escape(&prefix));
     let warned = WarnOnce(Mutex::new(HashSet::new()));
@@ -88,8 +97,14 @@ pub async fn run(node: Arc<Node>, hub: Arc<Hub>) {
                         Ok(event) => node.publish(&hub, event),
                         Err(problem) => {
                             hub.stats.error("redis_bad_message");
-                            if prefix.is_empty() && (channel.contains("_database_") || channel.contains("-database-")) {
-                                tracing::warn!(channel, "this looks like a Laravel key prefix: set redis_prefix");
+                            if prefix.is_empty()
+                                && (channel.contains("_database_")
+                                    || channel.contains("-database-"))
+                            {
+                                tracing::warn!(
+                                    channel,
+                                    "this looks like a Laravel key prefix: set redis_prefix"
+                                );
                             }
                             warned.warn(channel, &problem);
                         }
@@ -136,7 +151,11 @@ mod tests {
 
     #[test]
     fn laravel_payloads() {
-        let e = parse_message("orders", br#"{"event":"App\\Events\\OrderShipped","data":{"id":5},"socket":null}"#).unwrap();
+        let e = parse_message(
+            "orders",
+            br#"{"event":"App\\Events\\OrderShipped","data":{"id":5},"socket":null}"#,
+        )
+        .unwrap();
         assert!(e.exclude.is_none());
         match &e.kind {
             EventKind::Message { name, data, .. } => {
@@ -145,7 +164,11 @@ mod tests {
             }
             _ => panic!("not a message"),
         }
-        let e = parse_message("private-a", br#"{"event":"X","data":"text","socket":"123.456"}"#).unwrap();
+        let e = parse_message(
+            "private-a",
+            br#"{"event":"X","data":"text","socket":"123.456"}"#,
+        )
+        .unwrap();
         assert_eq!(e.exclude.as_ref().map(|s| s.as_str()), Some("123.456"));
         assert!(parse_message("orders", b"not json").is_err());
         assert!(parse_message("orders", br#"{"data":{}}"#).is_err());

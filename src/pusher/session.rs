@@ -10,17 +10,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{
     self as wire, ClientFrame, PUSHER_WIRE, SigninData, SubscribeData, UnsubscribeData,
 };
+use crate::auth_endpoint::{self, AuthCall, Verdict};
 use crate::config::ServerConfig;
 use crate::core::channel::{ChannelKind, ChannelSpec};
 use crate::core::connection::Connection;
 use crate::core::event::{Event, EventKind, Member, RawJson};
 use crate::core::hub::{Hub, JoinError};
 use crate::core::node::Node;
+use crate::core::rules::{self, RateLimit};
 use crate::signing;
 use crate::ws::{self, Socket, WsMessage};
 
@@ -40,11 +43,9 @@ struct Subscription {
     member: Option<Box<str>>,
 }
 
-/// Client events allowed per one-second window.
-struct RateLimit {
-    window: Instant,
-    used: u32,
-}
+/// A subscription waiting for the app's auth endpoint.
+type PendingAuth =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (SubscribeData, Verdict)> + Send>>;
 
 struct Session {
     node: Arc<Node>,
@@ -54,6 +55,24 @@ struct Session {
     /// The signed-in user (`pusher:signin`).
     user: Option<Box<str>>,
     rate: RateLimit,
+    /// The handshake's `Cookie`, forwarded to the app's auth endpoint.
+    cookie: Option<Arc<str>>,
+    /// Auth endpoint calls in flight (allocated on first use).
+    pending: Option<FuturesUnordered<PendingAuth>>,
+}
+
+/// Waits for the next auth endpoint answer; never resolves when none is
+/// pending.
+async fn next_auth(
+    pending: &mut Option<FuturesUnordered<PendingAuth>>,
+) -> (SubscribeData, Verdict) {
+    match pending {
+        Some(calls) if !calls.is_empty() => match calls.next().await {
+            Some(answer) => answer,
+            None => std::future::pending().await,
+        },
+        _ => std::future::pending().await,
+    }
 }
 
 /// Runs a connection to completion. `hub.try_connect()` already succeeded.
@@ -63,6 +82,7 @@ pub async fn run(
     hub: Arc<Hub>,
     config: Arc<ServerConfig>,
     shutdown: CancellationToken,
+    cookie: Option<Arc<str>>,
 ) {
     let conn = Connection::new(&PUSHER_WIRE, config.outbox_limit);
     let activity = Duration::from_secs(hub.app.activity_timeout);
@@ -78,10 +98,9 @@ pub async fn run(
         conn: conn.clone(),
         subscriptions: Vec::new(),
         user: None,
-        rate: RateLimit {
-            window: Instant::now(),
-            used: 0,
-        },
+        rate: RateLimit::default(),
+        cookie,
+        pending: None,
     };
 
     let mut last_seen = Instant::now();
@@ -123,6 +142,7 @@ pub async fn run(
                     Some(Ok(message)) => session.handle_message(message),
                 }
             }
+            (data, verdict) = next_auth(&mut session.pending) => session.auth_answered(data, verdict),
             () = &mut timer => {
                 let now = Instant::now();
                 match ping_sent {
@@ -244,6 +264,9 @@ impl Session {
                 403,
             );
         }
+        if spec.needs_auth() && data.auth.is_none() && self.hub.app.auth_endpoint.is_some() {
+            return self.ask_auth_endpoint(data);
+        }
         let channel_data = data.channel_data.as_deref().filter(|_| spec.is_presence());
         if spec.needs_auth() {
             let signed =
@@ -257,8 +280,56 @@ impl Session {
                 return self.subscription_error(channel, "AuthError", &message, 401);
             }
         }
+        self.join(&spec, channel_data);
+    }
+
+    /// Asks the app's auth endpoint (with this client's cookie); the answer
+    /// arrives in [`Session::auth_answered`].
+    fn ask_auth_endpoint(&mut self, data: SubscribeData) {
+        let Some(endpoint) = self.hub.app.auth_endpoint.clone() else {
+            return;
+        };
+        let socket_id = self.conn.socket_id.clone();
+        let cookie = self.cookie.clone();
+        let timeout = Duration::from_secs(self.hub.app.auth_timeout);
+        let call = Box::pin(async move {
+            let verdict = auth_endpoint::authorize(AuthCall {
+                endpoint: &endpoint,
+                channel: &data.channel,
+                socket_id: socket_id.as_str(),
+                headers: &[],
+                handshake_cookie: cookie.as_deref(),
+                timeout,
+            })
+            .await;
+            (data, verdict)
+        });
+        self.pending
+            .get_or_insert_with(FuturesUnordered::new)
+            .push(call);
+    }
+
+    fn auth_answered(&mut self, data: SubscribeData, verdict: Verdict) {
+        let channel = data.channel.as_str();
+        let Ok(spec) = ChannelSpec::parse(channel) else {
+            return;
+        };
+        if self.subscriptions.iter().any(|s| &*s.channel == channel) {
+            return;
+        }
+        match verdict {
+            Verdict::Allowed { channel_data } => self.join(&spec, channel_data.as_deref()),
+            Verdict::Refused { status, reason } => {
+                self.subscription_error(channel, "AuthError", &reason, status)
+            }
+        }
+    }
+
+    /// Joins an authorised channel: presence member, hub, cache replay.
+    fn join(&mut self, spec: &ChannelSpec<'_>, channel_data: Option<&str>) {
+        let channel = spec.name;
         let member = if spec.is_presence() {
-            match self.presence_member(channel_data) {
+            match rules::presence_member(channel_data, self.hub.app.max_presence_member_bytes) {
                 Ok(member) => Some(member),
                 Err(message) => {
                     return self.subscription_error(channel, "InvalidChannelData", &message, 400);
@@ -269,7 +340,7 @@ impl Session {
         };
         let member_key = member.as_ref().map(|m| m.key.clone());
         let conn = &self.conn;
-        let joined = self.hub.subscribe(conn, &spec, member, |joined| {
+        let joined = self.hub.subscribe(conn, spec, member, |joined| {
             conn.send(wire::subscription_succeeded(
                 channel,
                 joined.members.as_deref(),
@@ -296,44 +367,6 @@ impl Session {
             channel: channel.into(),
             member: member_key,
         });
-    }
-
-    /// Reads the presence member out of the signed `channel_data`.
-    fn presence_member(&self, channel_data: Option<&str>) -> Result<Member, String> {
-        #[derive(serde::Deserialize)]
-        struct ChannelData<'a> {
-            #[serde(borrow)]
-            user_id: Option<&'a serde_json::value::RawValue>,
-            #[serde(borrow)]
-            user_info: Option<&'a serde_json::value::RawValue>,
-        }
-        let text = channel_data.ok_or("presence channels need channel_data with a user_id")?;
-        let data: ChannelData = serde_json::from_str(text)
-            .map_err(|e| format!("channel_data is not a JSON object: {e}"))?;
-        let id = data.user_id.ok_or("channel_data has no user_id")?;
-        let id_text = id.get();
-        let is_number = serde_json::from_str::<serde_json::Number>(id_text).is_ok();
-        let id_string = serde_json::from_str::<String>(id_text).ok();
-        if !is_number && id_string.as_deref().is_none_or(str::is_empty) {
-            return Err("user_id must be a non-empty string or a number".into());
-        }
-        if id_text.len() > 130 {
-            return Err("user_id is longer than 128 characters".into());
-        }
-        let info = data.user_info.map(|i| i.get());
-        if let Some(info) = info
-            && info.len() > self.hub.app.max_presence_member_bytes
-        {
-            return Err(format!(
-                "user_info is {} bytes; the limit is {}",
-                info.len(),
-                self.hub.app.max_presence_member_bytes
-            ));
-        }
-        Ok(Member::new(
-            RawJson::from_validated(id_text),
-            info.map(RawJson::from_validated),
-        ))
     }
 
     fn unsubscribe(&mut self, channel: &str) {
@@ -395,56 +428,25 @@ impl Session {
     }
 
     fn client_event(&mut self, frame: &ClientFrame<'_>) {
-        let refuse = |s: &Session, message: &str| {
-            s.hub.stats.error("client_event_refused");
-            s.error(None, message);
-        };
-        if !self.hub.app.client_events {
-            return refuse(self, "client events are disabled for this app");
+        let channel = frame.channel.as_deref();
+        let sub = channel.and_then(|c| self.subscriptions.iter().find(|s| &*s.channel == c));
+        let data = frame.data.map_or("null", |d| d.get());
+        if let Some(refusal) =
+            rules::client_event_refusal(&self.hub.app, channel, sub.is_some(), data.len())
+        {
+            self.hub.stats.error("client_event_refused");
+            return self.error(None, &refusal);
         }
-        let Some(channel) = frame.channel.as_deref() else {
-            return refuse(self, "a client event needs a \"channel\"");
+        let (Some(channel), Some(sub)) = (channel, sub) else {
+            return;
         };
-        let Ok(spec) = ChannelSpec::parse(channel) else {
-            return refuse(self, "invalid channel name");
-        };
-        if !spec.accepts_client_events() {
-            return refuse(
-                self,
-                "client events are only allowed on private and presence channels",
-            );
-        }
-        let Some(sub) = self.subscriptions.iter().find(|s| &*s.channel == channel) else {
-            return refuse(
-                self,
-                "subscribe to the channel before sending client events on it",
-            );
-        };
-        let now = Instant::now();
-        if now.duration_since(self.rate.window) >= Duration::from_secs(1) {
-            self.rate = RateLimit {
-                window: now,
-                used: 0,
-            };
-        }
-        self.rate.used += 1;
-        if self.rate.used > self.hub.app.client_event_rate {
+        if !self.rate.allow(self.hub.app.client_event_rate) {
             self.hub.stats.error("client_event_rate_limited");
             return self.error(
                 Some(CLIENT_EVENT_REJECTED),
                 &format!(
                     "client event rejected: more than {} per second",
                     self.hub.app.client_event_rate
-                ),
-            );
-        }
-        let data = frame.data.map_or("null", |d| d.get());
-        if data.len() > self.hub.app.max_event_bytes {
-            return refuse(
-                self,
-                &format!(
-                    "client event data exceeds {} bytes",
-                    self.hub.app.max_event_bytes
                 ),
             );
         }
