@@ -21,6 +21,7 @@
 pub mod auth_endpoint;
 pub mod config;
 pub mod core;
+pub mod echo_config;
 pub mod http_api;
 pub mod ingress;
 pub mod init;

@@ -32,6 +32,9 @@ enum Command {
         /// Port to listen on (overrides config and RESONANCE_PORT).
         #[arg(long)]
         port: Option<u16>,
+        /// Run from a laravel-echo-server.json instead of a Resonance config.
+        #[arg(long, conflicts_with = "config")]
+        echo_config: Option<PathBuf>,
     },
     /// Write a commented config with fresh app credentials and print the
     /// Laravel .env lines and Echo snippet.
@@ -51,7 +54,12 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Start { config, host, port } => start(config, Overrides { host, port }),
+        Command::Start {
+            config,
+            host,
+            port,
+            echo_config,
+        } => start(config, echo_config, Overrides { host, port }),
         Command::Init {
             path,
             force,
@@ -83,9 +91,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn start(file: Option<PathBuf>, overrides: Overrides) -> ExitCode {
+fn start(file: Option<PathBuf>, echo_file: Option<PathBuf>, overrides: Overrides) -> ExitCode {
     let env = |name: &str| std::env::var(name).ok();
-    let config = match Config::load(file.as_deref(), &env, &overrides) {
+    let loaded = match &echo_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|text| resonance::echo_config::load(&text, &env))
+            .map(|(mut config, warnings)| {
+                if let Some(host) = &overrides.host {
+                    config.server.host = host.clone();
+                }
+                if let Some(port) = overrides.port {
+                    config.server.port = port;
+                }
+                (config, warnings)
+            }),
+        None => Config::load(file.as_deref(), &env, &overrides).map(|c| (c, Vec::new())),
+    };
+    let (config, warnings) = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("resonance: configuration error: {e}");
@@ -129,6 +152,12 @@ fn start(file: Option<PathBuf>, overrides: Overrides) -> ExitCode {
                 secret = %apps[0].secret,
                 "using the built-in development app; run `resonance init` for real credentials"
             );
+        }
+        for warning in &warnings {
+            tracing::warn!("laravel-echo-server setting not honoured: {warning}");
+        }
+        for app in apps.iter().filter(|a| !a.id.bytes().all(|b| b.is_ascii_digit())) {
+            tracing::warn!(app_id = %app.id, "app id is not numeric: Pusher SDKs (PHP, Python) will refuse it; the laravel-echo-server API accepts it");
         }
         tracing::info!("listening on {addr}");
         server.run(shutdown_signal()).await;

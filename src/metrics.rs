@@ -118,7 +118,7 @@ pub fn render(node: &Node, ready: bool) -> String {
 }
 
 /// Resident set size from `/proc/self/statm` (Linux only).
-fn resident_bytes() -> Option<u64> {
+pub fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)

@@ -61,7 +61,8 @@ impl Server {
         config: Config,
         adapter: Arc<dyn Adapter>,
     ) -> std::io::Result<Server> {
-        let listener = TcpListener::bind((config.server.host.as_str(), config.server.port)).await?;
+        crate::http_api::echo::started();
+        let listener = listen(&config.server.host, config.server.port).await?;
         let node = Arc::new(Node::new(config.apps, adapter));
         let shutdown = CancellationToken::new();
         let socketio = node.hubs().iter().find(|h| h.app.socketio).map(|hub| {
@@ -159,6 +160,30 @@ impl Server {
         sweeper.abort();
         ingress.iter().for_each(|task| task.abort());
     }
+}
+
+/// Binds with a deep accept queue (4096): a reconnect storm after a
+/// restart arrives all at once, and the default backlog drops SYNs.
+async fn listen(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(4096)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            "no address to listen on",
+        )
+    }))
 }
 
 fn respond(
@@ -294,7 +319,17 @@ async fn api(state: &State, req: Request<Incoming>) -> Response<Body> {
         }
         Err(_) => return json_error(StatusCode::BAD_REQUEST, "could not read the request body"),
     };
+    let bearer = parts
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
     let request = ApiRequest {
+        bearer,
         method: parts.method.as_str(),
         path: parts.uri.path(),
         query: parts.uri.query().unwrap_or(""),

@@ -51,6 +51,9 @@ pub struct AppConfig {
     /// Serve Laravel Echo's `socket.io` connector at `/socket.io/` for this
     /// app (the first app that enables it owns the path).
     pub socketio: bool,
+    /// More keys accepted as `Bearer` tokens by the laravel-echo-server API
+    /// (its extra `clients`).
+    pub extra_api_keys: Vec<String>,
 }
 
 impl Default for AppConfig {
@@ -75,6 +78,7 @@ impl Default for AppConfig {
             auth_endpoint: None,
             auth_timeout: 5,
             socketio: true,
+            extra_api_keys: Vec::new(),
         }
     }
 }
@@ -83,10 +87,15 @@ impl AppConfig {
     /// Checks the values that would make the app unusable, naming the key.
     pub fn validate(&self, prefix: &str) -> Result<(), String> {
         let bad = |key: &str, problem: &str| Err(format!("{prefix}.{key}: {problem}"));
-        if self.id.is_empty() || !self.id.bytes().all(|b| b.is_ascii_digit()) {
+        if self.id.is_empty()
+            || !self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return bad(
                 "id",
-                "must be a non-empty string of digits (Pusher SDKs reject other ids)",
+                "must be non-empty letters, digits, '-' or '_' (digits only for Pusher SDKs)",
             );
         }
         if self.key.is_empty() || !self.key.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
@@ -199,7 +208,7 @@ mod tests {
     #[test]
     fn validation_names_the_key() {
         let app = AppConfig {
-            id: "abc".into(),
+            id: "a b".into(),
             ..AppConfig::default()
         };
         let err = app.validate("apps[0]").unwrap_err();

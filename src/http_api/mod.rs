@@ -5,6 +5,7 @@
 //! outboxes (a few microseconds per thousand); it never waits for a socket
 //! write, so a slow browser cannot slow the app down.
 
+pub mod echo;
 pub mod signature;
 
 use std::sync::Arc;
@@ -53,11 +54,35 @@ pub struct ApiRequest<'a> {
     pub path: &'a str,
     pub query: &'a str,
     pub body: &'a Bytes,
+    /// The `Authorization: Bearer` token, for the laravel-echo-server API.
+    pub bearer: Option<&'a str>,
 }
 
 /// Routes and answers an `/apps/...` request.
 pub fn handle(node: &Node, req: &ApiRequest<'_>) -> ApiResult {
     let params = signature::parse_query(req.query);
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    // Unsigned requests are laravel-echo-server API calls (key as Bearer
+    // token or auth_key); signed ones are the Pusher API.
+    if param("auth_signature").is_none()
+        && let Some(rest) = req.path.strip_prefix("/apps/")
+    {
+        let segments: Vec<&str> = rest.split('/').collect();
+        return echo::handle(
+            node,
+            req.method,
+            &segments,
+            req.bearer,
+            param("auth_key"),
+            param("filter_by_prefix"),
+            req.body,
+        );
+    }
     let (hub, segments) = if let Some(rest) = req.path.strip_prefix("/apps/") {
         let segments: Vec<&str> = rest.split('/').collect();
         let hub = node

@@ -1,0 +1,236 @@
+//! `resonance start --echo-config laravel-echo-server.json`: run with a
+//! laravel-echo-server configuration as it is, so a team can swap servers
+//! without touching the Laravel app or the front end.
+//!
+//! Every setting that maps onto Resonance is taken; the ones that do not
+//! are returned as warnings, printed at start, so nothing is ignored
+//! silently.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::core::app::AppConfig;
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct EchoFile {
+    auth_host: Option<String>,
+    auth_endpoint: Option<String>,
+    clients: Vec<EchoClient>,
+    database: Option<String>,
+    database_config: Option<Value>,
+    dev_mode: bool,
+    host: Option<String>,
+    port: Option<Value>,
+    protocol: Option<String>,
+    ssl_cert_path: Option<String>,
+    ssl_key_path: Option<String>,
+    subscribers: Option<Value>,
+    api_origin_allow: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct EchoClient {
+    app_id: String,
+    key: String,
+}
+
+/// Builds a configuration from a laravel-echo-server file and its
+/// `LARAVEL_ECHO_SERVER_*` environment overrides. Returns the config and
+/// the warnings about settings that cannot be honoured.
+pub fn load(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Config, Vec<String>), String> {
+    let file: EchoFile =
+        serde_json::from_str(text).map_err(|e| format!("not a laravel-echo-server.json: {e}"))?;
+    let mut warnings = Vec::new();
+    let mut config = Config::default();
+    let over = |name: &str| env(&format!("LARAVEL_ECHO_SERVER_{name}")).filter(|v| !v.is_empty());
+
+    // Listening address: laravel-echo-server listens everywhere when host is null.
+    config.server.host = over("HOST")
+        .or(file.host)
+        .unwrap_or_else(|| "0.0.0.0".into());
+    let port = over("PORT").or_else(|| {
+        file.port.map(|p| match p {
+            Value::String(s) => s,
+            other => other.to_string(),
+        })
+    });
+    if let Some(port) = port {
+        config.server.port = port
+            .parse()
+            .map_err(|_| format!("port: {port:?} is not a port number"))?;
+    }
+    if file.dev_mode || over("DEBUG").is_some_and(|v| v == "true") {
+        config.server.log = "debug".into();
+    }
+
+    let mut app = AppConfig::default();
+    let mut clients = file.clients.into_iter();
+    match clients.next() {
+        Some(client) => {
+            app.id = client.app_id;
+            app.key = client.key;
+        }
+        None => warnings.push(
+            "clients is empty: the HTTP API uses the built-in development app id and key".into(),
+        ),
+    }
+    app.extra_api_keys = clients.map(|c| c.key).collect();
+    // laravel-echo-server has no secret; the Pusher-signed API then needs
+    // RESONANCE_APP_SECRET (the Bearer-key API works without).
+    app.secret = crate::init::generate_credentials().2;
+
+    let auth_host = over("AUTH_HOST")
+        .or(file.auth_host)
+        .unwrap_or_else(|| "http://localhost".into());
+    let auth_path = file
+        .auth_endpoint
+        .unwrap_or_else(|| "/broadcasting/auth".into());
+    app.auth_endpoint = Some(format!("{}{}", auth_host.trim_end_matches('/'), auth_path));
+
+    let redis_subscriber = file
+        .subscribers
+        .as_ref()
+        .and_then(|s| s.get("redis"))
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let redis = file
+        .database_config
+        .as_ref()
+        .and_then(|d| d.get("redis"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    if file.database.as_deref().is_some_and(|d| d != "redis") {
+        warnings.push(format!(
+            "database {:?}: presence state is kept in memory (and in Redis with the cluster adapter), not in {0:?}",
+            file.database.unwrap_or_default()
+        ));
+    }
+    if redis_subscriber {
+        let text =
+            |v: Option<&Value>| v.map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string));
+        let host = over("REDIS_HOST")
+            .or_else(|| text(redis.get("host")))
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let port = over("REDIS_PORT")
+            .or_else(|| text(redis.get("port")))
+            .unwrap_or_else(|| "6379".into());
+        let password = over("REDIS_PASSWORD").or_else(|| text(redis.get("password")));
+        let db = text(redis.get("db")).unwrap_or_else(|| "0".into());
+        let auth = password
+            .map(|p| {
+                format!(
+                    ":{}@",
+                    percent_encoding::utf8_percent_encode(&p, percent_encoding::NON_ALPHANUMERIC)
+                )
+            })
+            .unwrap_or_default();
+        app.redis_url = Some(format!("redis://{auth}{host}:{port}/{db}"));
+        app.redis_prefix = text(redis.get("keyPrefix")).unwrap_or_default();
+        for unsupported in ["sentinels", "tls", "family", "path"] {
+            if redis.get(unsupported).is_some() {
+                warnings.push(format!("databaseConfig.redis.{unsupported} is not supported; use redis_url in a Resonance config"));
+            }
+        }
+    }
+
+    let protocol = over("PROTO")
+        .or(file.protocol)
+        .unwrap_or_else(|| "http".into());
+    let ssl = over("SSL_CERT")
+        .or(file.ssl_cert_path)
+        .filter(|s| !s.is_empty())
+        .is_some()
+        || over("SSL_KEY")
+            .or(file.ssl_key_path)
+            .filter(|s| !s.is_empty())
+            .is_some();
+    if protocol == "https" || ssl {
+        warnings.push(
+            "protocol https / sslCertPath / sslKeyPath: TLS is not terminated by Resonance yet; serving plain HTTP — put nginx or another TLS proxy in front".into(),
+        );
+    }
+    if file
+        .api_origin_allow
+        .as_ref()
+        .and_then(|a| a.get("allowCors"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        warnings.push(
+            "apiOriginAllow: CORS on the HTTP API is not served; call the API from your backend"
+                .into(),
+        );
+    }
+    config.apps = vec![app];
+    config.apply_env(&|name| env(name))?;
+    config.validate()?;
+    Ok((config, warnings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INIT_OUTPUT: &str = r#"{"authHost":"http://localhost","authEndpoint":"/broadcasting/auth","clients":[{"appId":"a1b2c3d4e5f6a7b8","key":"0123456789abcdef0123456789abcdef"}],
+ "database":"redis","databaseConfig":{"redis":{"port":"6380","password":"p@ss","keyPrefix":"laravel_database_"},"sqlite":{"databasePath":"/database/laravel-echo-server.sqlite"}},
+ "devMode":true,"host":null,"port":"6001","protocol":"https","socketio":{},
+ "sslCertPath":"/x.pem","sslKeyPath":"","sslCertChainPath":"","sslPassphrase":"",
+ "subscribers":{"http":true,"redis":true},
+ "apiOriginAllow":{"allowCors":false,"allowOrigin":"","allowMethods":"","allowHeaders":""}}"#;
+
+    #[test]
+    fn maps_an_init_file() {
+        let (config, warnings) = load(INIT_OUTPUT, &|_| None).unwrap();
+        let app = &config.apps[0];
+        assert_eq!(app.id, "a1b2c3d4e5f6a7b8");
+        assert_eq!(app.key, "0123456789abcdef0123456789abcdef");
+        assert_eq!(
+            app.auth_endpoint.as_deref(),
+            Some("http://localhost/broadcasting/auth")
+        );
+        assert_eq!(
+            app.redis_url.as_deref(),
+            Some("redis://:p%40ss@127.0.0.1:6380/0")
+        );
+        assert_eq!(app.redis_prefix, "laravel_database_");
+        assert_eq!(config.server.host, "0.0.0.0");
+        assert_eq!(config.server.port, 6001);
+        assert_eq!(config.server.log, "debug");
+        assert!(warnings.iter().any(|w| w.contains("TLS")), "{warnings:?}");
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let env = |k: &str| match k {
+            "LARAVEL_ECHO_SERVER_PORT" => Some("7001".to_string()),
+            "LARAVEL_ECHO_SERVER_REDIS_HOST" => Some("10.0.0.5".to_string()),
+            "LARAVEL_ECHO_SERVER_AUTH_HOST" => Some("http://app.test".to_string()),
+            _ => None,
+        };
+        let (config, _) = load(INIT_OUTPUT, &env).unwrap();
+        assert_eq!(config.server.port, 7001);
+        assert!(
+            config.apps[0]
+                .redis_url
+                .as_deref()
+                .unwrap()
+                .contains("10.0.0.5:6380")
+        );
+        assert_eq!(
+            config.apps[0].auth_endpoint.as_deref(),
+            Some("http://app.test/broadcasting/auth")
+        );
+    }
+
+    #[test]
+    fn refuses_garbage() {
+        assert!(load("{not json", &|_| None).is_err());
+        assert!(load(r#"{"port":"abc"}"#, &|_| None).is_err());
+    }
+}

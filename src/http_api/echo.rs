@@ -1,0 +1,164 @@
+//! laravel-echo-server's HTTP API, for apps and tools written against it:
+//! the app key as `Authorization: Bearer <key>` or `?auth_key=<key>`, no
+//! signature. Same answers and error bodies as laravel-echo-server 1.6.3 —
+//! except that invalid JSON is a 400, never a crash.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+
+use super::{ApiError, ApiResult};
+use crate::core::channel::ChannelSpec;
+use crate::core::connection::SocketId;
+use crate::core::event::{Event, RawJson};
+use crate::core::node::Node;
+use crate::signing;
+
+/// Process start, for `uptime`.
+pub fn started() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(403, "Unauthorized")
+}
+
+/// Answers an echo-style request. `bearer` is the Authorization header's
+/// token, `auth_key` the query parameter.
+pub fn handle(
+    node: &Node,
+    method: &str,
+    segments: &[&str],
+    bearer: Option<&str>,
+    auth_key: Option<&str>,
+    prefix: Option<&str>,
+    body: &[u8],
+) -> ApiResult {
+    let hub = node.by_id(segments[0]).ok_or_else(unauthorized)?;
+    let key = bearer.or(auth_key).ok_or_else(unauthorized)?;
+    let known = signing::same(key, &hub.app.key)
+        || hub.app.extra_api_keys.iter().any(|k| signing::same(key, k));
+    if !known {
+        hub.stats.error("api_unauthorized");
+        return Err(unauthorized());
+    }
+    hub.stats.api_call();
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    match (method, &segments[1..]) {
+        ("GET", ["status"]) => {
+            let subscriptions: usize = hub
+                .channels(None)
+                .iter()
+                .map(|c| c.subscription_count)
+                .sum();
+            Ok(json!({
+                "subscription_count": subscriptions,
+                "uptime": started().elapsed().as_secs_f64(),
+                "memory_usage": { "rss": crate::metrics::resident_bytes().unwrap_or(0) },
+            }))
+        }
+        ("GET", ["channels"]) => {
+            let mut channels = Map::new();
+            for c in hub.channels(prefix.filter(|p| !p.is_empty())) {
+                channels.insert(
+                    c.name,
+                    json!({ "subscription_count": c.subscription_count, "occupied": true }),
+                );
+            }
+            Ok(json!({ "channels": channels }))
+        }
+        ("GET", ["channels", name]) => {
+            let name = decode(name);
+            let summary = hub.channel(&name);
+            let mut out = json!({
+                "subscription_count": summary.as_ref().map_or(0, |s| s.subscription_count),
+                "occupied": summary.is_some(),
+            });
+            if name.starts_with("presence-") {
+                out["user_count"] = json!(summary.and_then(|s| s.user_count).unwrap_or(0));
+            }
+            Ok(out)
+        }
+        ("GET", ["channels", name, "users"]) => {
+            let name = decode(name);
+            if !name.starts_with("presence-") {
+                return Err(ApiError::new(
+                    400,
+                    "User list is only possible for Presence Channels",
+                ));
+            }
+            let users: Vec<Value> = hub
+                .members(&name)
+                .iter()
+                .map(|m| {
+                    let id: Value = serde_json::from_str(m.id.as_str()).unwrap_or(Value::Null);
+                    let info: Value = m
+                        .info
+                        .as_ref()
+                        .and_then(|i| serde_json::from_str(i.as_str()).ok())
+                        .unwrap_or(Value::Null);
+                    json!({ "id": id, "user_info": info })
+                })
+                .collect();
+            Ok(json!({ "users": users }))
+        }
+        ("POST", ["events"]) => {
+            #[derive(Deserialize)]
+            struct Body<'a> {
+                channel: Option<String>,
+                channels: Option<Vec<String>>,
+                name: Option<String>,
+                #[serde(borrow)]
+                data: Option<&'a RawValue>,
+                socket_id: Option<String>,
+            }
+            let body: Body = serde_json::from_slice(body)
+                .map_err(|e| ApiError::new(400, format!("invalid JSON: {e}")))?;
+            let channels = match (body.channel, body.channels) {
+                (Some(c), _) => vec![c],
+                (None, Some(cs)) if !cs.is_empty() => cs,
+                _ => return Err(ApiError::new(400, "channel or channels is required")),
+            };
+            let name = body
+                .name
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| ApiError::new(400, "name is required"))?;
+            let data = body
+                .data
+                .ok_or_else(|| ApiError::new(400, "data is required"))?;
+            if data.get().len() > hub.app.max_event_bytes + 2 {
+                return Err(ApiError::new(
+                    413,
+                    format!("data is larger than {} bytes", hub.app.max_event_bytes),
+                ));
+            }
+            for c in &channels {
+                ChannelSpec::parse(c)
+                    .map_err(|e| ApiError::new(400, format!("channel {c:?}: {e}")))?;
+            }
+            let exclude = body
+                .socket_id
+                .filter(|s| !s.is_empty())
+                .map(|s| SocketId::from_raw(&s));
+            for channel in channels {
+                let event = Event::message(
+                    channel,
+                    name.as_str(),
+                    RawJson::from_validated(data.get()),
+                    exclude.clone(),
+                );
+                node.publish(hub, event);
+            }
+            Ok(json!({ "message": "ok" }))
+        }
+        _ => Err(ApiError::new(404, "not found")),
+    }
+}
