@@ -23,15 +23,21 @@ f=$(grep -Eo '[0-9]+ failed' "$LOG/cargo.txt" | awk '{s+=$1} END {print s+0}')
 [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1
 add "$p" "$f"
 
-step "Node suite (pusher-js, laravel-echo)"
-if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/node_modules ]; then
-  (cd tests/js && npm ci --no-audit --no-fund) || { add 0 1; }
-fi
-(cd tests/js && npm test 2>&1) | tee "$LOG/node.txt"
-p=$(grep -E '^# pass [0-9]+' "$LOG/node.txt" | awk '{print $3}' | tail -1)
-f=$(grep -E '^# fail [0-9]+' "$LOG/node.txt" | awk '{print $3}' | tail -1)
-[ -z "$p$f" ] && f=1
-add "${p:-0}" "${f:-0}"
+node_suite() {
+  local dir=$1 name=$2
+  step "Node suite: $name"
+  if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
+    (cd "$dir" && npm ci --no-audit --no-fund) || { add 0 1; return; }
+  fi
+  (cd "$dir" && npm test 2>&1) | tee "$LOG/node.txt"
+  local p f
+  p=$(grep -E '^# pass [0-9]+' "$LOG/node.txt" | awk '{print $3}' | tail -1)
+  f=$(grep -E '^# fail [0-9]+' "$LOG/node.txt" | awk '{print $3}' | tail -1)
+  [ -z "$p$f" ] && f=1
+  add "${p:-0}" "${f:-0}"
+}
+node_suite tests/js "pusher-js, laravel-echo (Pusher protocol)"
+node_suite tests/laravel "Laravel bridge (Redis, auth endpoint, Socket.IO 2.x/4.x, laravel-echo-server)"
 
 step "Python suite (pusher SDK)"
 VENV="$ROOT/target/pyvenv"

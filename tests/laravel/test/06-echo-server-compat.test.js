@@ -1,0 +1,251 @@
+// 6. Drop-in replacement for laravel-echo-server: `resonance start --echo-config
+//    laravel-echo-server.json` (no RESONANCE_* env), Echo socket.io clients, Redis, and the
+//    laravel-echo-server HTTP API (Bearer key / ?auth_key=).
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  useHarness, SioClient, capture, waitSubscriptions, waitIngestion, laravelPayload, echoApi,
+  freePort, userInfo, uid, sleep, LARAVEL_EVENT,
+} from '../lib/harness.js';
+
+const h = useHarness();
+const APP_ID = 'a1b2c3d4e5f60718'; // laravel-echo-server init makes 16 hex chars: not numeric
+const KEY = '0123456789abcdef0123456789abcdef';
+const PREFIX = 'laravel_database_';
+let redis, auth, server;
+
+/** laravel-echo-server.json as `laravel-echo-server init` writes it, pointed at our peers. */
+function echoConfig(port, over = {}) {
+  return {
+    authHost: auth.host,
+    authEndpoint: '/broadcasting/auth',
+    clients: [{ appId: APP_ID, key: KEY }],
+    database: 'redis',
+    databaseConfig: {
+      redis: { host: '127.0.0.1', port: redis.port, keyPrefix: PREFIX },
+      sqlite: { databasePath: '/database/laravel-echo-server.sqlite' },
+    },
+    devMode: false,
+    host: '127.0.0.1',
+    port: String(port),
+    protocol: 'http',
+    socketio: {},
+    sslCertPath: '',
+    sslKeyPath: '',
+    sslCertChainPath: '',
+    sslPassphrase: '',
+    subscribers: { http: true, redis: true },
+    apiOriginAllow: { allowCors: false, allowOrigin: '', allowMethods: '', allowHeaders: '' },
+    ...over,
+  };
+}
+
+before(async () => {
+  redis = await h.redis();
+  auth = await h.startAuth();
+  server = await h.startEchoServer((port) => echoConfig(port));
+  await waitIngestion(redis, PREFIX);
+});
+
+test('server started from laravel-echo-server.json answers /up and names the app from clients[0]', async () => {
+  assert.equal(server.app.id, APP_ID);
+  assert.equal((await server.get('/up')).status, 200);
+  const st = await echoApi(server, 'GET', '/status');
+  assert.equal(st.status, 200, `GET /apps/${APP_ID}/status with Bearer key: ${st.status} ${st.text}`);
+});
+
+for (const [version, transports] of [[2, ['websocket']], [2, ['polling']], [4, ['websocket']], [4, null]]) {
+  test(`Echo socket.io ${version}.x (${transports ? transports.join(',') : 'default transports'}) receives Redis publishes`, async () => {
+    const channel = uid('orders');
+    const sio = await SioClient.connect(server, { version, transports });
+    const got = capture('listen');
+    sio.echo.channel(channel).listen('OrderShipped', got.cb);
+    await waitSubscriptions(server, channel, 1);
+    assert.equal(await redis.publish(`${PREFIX}${channel}`, laravelPayload(LARAVEL_EVENT, { id: 5 })), 1);
+    assert.deepEqual((await got.nth(1))[0], { id: 5 });
+    assert.deepEqual(sio.all(), [[LARAVEL_EVENT, channel, { id: 5 }]]);
+  });
+}
+
+test('private channel authorised through authHost + authEndpoint with the session cookie', async () => {
+  const name = uid('orders');
+  const channel = `private-${name}`;
+  const sio = await SioClient.connect(server, { version: 2, cookie: 'laravel_session=7' });
+  const got = capture('private listen');
+  sio.echo.private(name).listen('OrderShipped', got.cb);
+  const req = await auth.waitFor(channel);
+  assert.equal(req.path, '/broadcasting/auth');
+  assert.equal(req.headers.cookie, 'laravel_session=7');
+  assert.equal(req.headers['x-requested-with'], 'XMLHttpRequest');
+  await waitSubscriptions(server, channel, 1);
+  await redis.publish(`${PREFIX}${channel}`, laravelPayload(LARAVEL_EVENT, { id: 6 }));
+  assert.deepEqual((await got.nth(1))[0], { id: 6 });
+
+  const anon = await SioClient.connect(server, { version: 4 });
+  anon.echo.private(name);
+  assert.deepEqual(await anon.nextEvent('subscription_error'), ['subscription_error', channel, 403]);
+});
+
+test('HTTP API: status, channels, channel, presence users', async () => {
+  const pub = uid('orders');
+  const room = uid('room');
+  const presence = `presence-${room}`;
+  const a = await SioClient.connect(server, { version: 2 });
+  const b = await SioClient.connect(server, { version: 4 });
+  a.echo.channel(pub);
+  b.echo.channel(pub);
+  const g1 = await SioClient.connect(server, { version: 2, cookie: 'laravel_session=7' });
+  const g2 = await SioClient.connect(server, { version: 4, cookie: 'laravel_session=7' });
+  const hd = await SioClient.connect(server, { version: 4, cookie: 'laravel_session=8' });
+  for (const c of [g1, g2, hd]) {
+    const here = capture('here');
+    c.echo.join(room).here(here.cb);
+    await here.nth(1);
+  }
+  await waitSubscriptions(server, pub, 2);
+  await waitSubscriptions(server, presence, 3);
+
+  const st = await echoApi(server, 'GET', '/status');
+  assert.equal(st.status, 200, st.text);
+  assert.equal(typeof st.json.subscription_count, 'number', `status.subscription_count (${st.text})`);
+  assert.ok(st.json.subscription_count >= 5, `subscription_count counts our 5 subscriptions (${st.text})`);
+  assert.equal(typeof st.json.uptime, 'number', 'status.uptime');
+  assert.equal(typeof st.json.memory_usage, 'object', 'status.memory_usage');
+  assert.ok(st.json.memory_usage !== null);
+
+  const chans = await echoApi(server, 'GET', '/channels');
+  assert.equal(chans.status, 200, chans.text);
+  assert.deepEqual(chans.json.channels[pub], { subscription_count: 2, occupied: true });
+  assert.deepEqual(chans.json.channels[presence], { subscription_count: 3, occupied: true });
+
+  const filtered = await echoApi(server, 'GET', `/channels?filter_by_prefix=presence-`);
+  assert.equal(filtered.status, 200, filtered.text);
+  assert.ok(filtered.json.channels[presence], 'presence channel listed');
+  assert.equal(filtered.json.channels[pub], undefined, 'public channel filtered out');
+  assert.ok(Object.keys(filtered.json.channels).every((n) => n.startsWith('presence-')));
+
+  const one = await echoApi(server, 'GET', `/channels/${pub}`);
+  assert.equal(one.status, 200, one.text);
+  assert.equal(one.json.subscription_count, 2);
+  assert.equal(one.json.occupied, true);
+
+  const pres = await echoApi(server, 'GET', `/channels/${presence}`);
+  assert.equal(pres.status, 200, pres.text);
+  assert.equal(pres.json.subscription_count, 3);
+  assert.equal(pres.json.occupied, true);
+  assert.equal(pres.json.user_count, 2, 'user_count counts users, not connections');
+
+  const empty = await echoApi(server, 'GET', `/channels/${uid('nobody')}`);
+  assert.equal(empty.status, 200, empty.text);
+  assert.equal(empty.json.occupied, false);
+  assert.equal(empty.json.subscription_count ?? 0, 0);
+
+  const users = await echoApi(server, 'GET', `/channels/${presence}/users`);
+  assert.equal(users.status, 200, users.text);
+  const list = users.json.users.map((u) => ({ id: u.id, user_info: u.user_info })).sort((x, y) => x.id - y.id);
+  assert.deepEqual(list, [{ id: 7, user_info: userInfo(7) }, { id: 8, user_info: userInfo(8) }], 'users deduped with their user_info');
+
+  const notPresence = await echoApi(server, 'GET', `/channels/${pub}/users`);
+  assert.equal(notPresence.status, 400, `users of a non-presence channel → 400 (${notPresence.status} ${notPresence.text})`);
+});
+
+test('HTTP API: POST /events delivers (channel, channels, socket_id) and answers {"message":"ok"}', async () => {
+  const c1 = uid('orders');
+  const c2 = uid('orders');
+  const x = await SioClient.connect(server, { version: 2 });
+  const y = await SioClient.connect(server, { version: 4 });
+  for (const s of [x, y]) {
+    s.echo.channel(c1);
+    s.echo.channel(c2);
+  }
+  await waitSubscriptions(server, c1, 2);
+  await waitSubscriptions(server, c2, 2);
+
+  const r = await echoApi(server, 'POST', '/events', { body: { channel: c1, name: 'X', data: { a: 1 } } });
+  assert.equal(r.status, 200, r.text);
+  assert.deepEqual(r.json, { message: 'ok' });
+  assert.deepEqual(await x.nextEvent('X', c1), ['X', c1, { a: 1 }]);
+  assert.deepEqual(await y.nextEvent('X', c1), ['X', c1, { a: 1 }]);
+
+  const r2 = await echoApi(server, 'POST', '/events', { body: { channels: [c1, c2], name: 'Y', data: { b: 2 } } });
+  assert.equal(r2.status, 200, r2.text);
+  assert.deepEqual(r2.json, { message: 'ok' });
+  for (const s of [x, y]) {
+    assert.deepEqual(await s.nextEvent('Y', c1), ['Y', c1, { b: 2 }]);
+    assert.deepEqual(await s.nextEvent('Y', c2), ['Y', c2, { b: 2 }]);
+  }
+
+  const r3 = await echoApi(server, 'POST', '/events', { body: { channel: c1, name: 'Z', data: { c: 3 }, socket_id: x.id } });
+  assert.equal(r3.status, 200, r3.text);
+  assert.deepEqual(await y.nextEvent('Z', c1), ['Z', c1, { c: 3 }]);
+  await echoApi(server, 'POST', '/events', { body: { channel: c1, name: 'Barrier', data: {} } });
+  await x.nextEvent('Barrier', c1);
+  assert.equal(x.count('Z'), 0, 'socket_id excluded the 2.x client');
+
+  const q = await echoApi(server, 'POST', '/events', { body: { channel: c1, name: 'Q', data: { q: 1 } }, asQuery: true });
+  assert.equal(q.status, 200, `?auth_key= works: ${q.status} ${q.text}`);
+  assert.deepEqual(await y.nextEvent('Q', c1), ['Q', c1, { q: 1 }]);
+
+  const missing = await echoApi(server, 'POST', '/events', { body: { channel: c1, data: { a: 1 } } });
+  assert.equal(missing.status, 400, `missing name → 400 (${missing.status} ${missing.text})`);
+});
+
+test('HTTP API: wrong key / no key / wrong app → 403 {"error":"Unauthorized"}', async () => {
+  for (const [label, opts] of [
+    ['wrong Bearer key', { key: 'f'.repeat(32) }],
+    ['wrong ?auth_key', { key: 'nope', asQuery: true }],
+    ['no key', { key: null }],
+    ['wrong app id', { appId: 'ffffffffffffffff' }],
+  ]) {
+    const r = await echoApi(server, 'GET', '/status', opts);
+    assert.equal(r.status, 403, `${label}: status (got ${r.status} ${r.text})`);
+    assert.deepEqual(r.json, { error: 'Unauthorized' }, `${label}: body`);
+  }
+  const post = await echoApi(server, 'POST', '/events', { key: 'bad', body: { channel: 'orders', name: 'X', data: {} } });
+  assert.equal(post.status, 403);
+  assert.deepEqual(post.json, { error: 'Unauthorized' });
+});
+
+test('HTTP API: invalid JSON → 400 and the server stays up (laravel-echo-server crashed here)', async () => {
+  const channel = uid('orders');
+  const sio = await SioClient.connect(server, { version: 2 });
+  sio.echo.channel(channel);
+  await waitSubscriptions(server, channel, 1);
+  for (const body of ['{not json', '', '[1,2', 'null', '"x"']) {
+    const r = await echoApi(server, 'POST', '/events', { body });
+    assert.equal(r.status, 400, `body ${JSON.stringify(body)} → 400 (got ${r.status} ${r.text})`);
+  }
+  await sleep(100);
+  assert.equal(server.running, true, `server still running (${JSON.stringify(server.exitInfo)})`);
+  assert.equal((await server.get('/up')).status, 200);
+  const ok = await echoApi(server, 'POST', '/events', { body: { channel, name: 'After', data: { ok: true } } });
+  assert.equal(ok.status, 200, ok.text);
+  assert.deepEqual(await sio.nextEvent('After', channel), ['After', channel, { ok: true }]);
+  assert.equal(sio.isConnected, true);
+});
+
+test('LARAVEL_ECHO_SERVER_PORT overrides the file port; LARAVEL_ECHO_SERVER_AUTH_HOST overrides authHost', async () => {
+  const envPort = await freePort();
+  const other = await h.startAuth();
+  const s = await h.startEchoServer((port) => echoConfig(port), {
+    env: { LARAVEL_ECHO_SERVER_PORT: String(envPort), LARAVEL_ECHO_SERVER_AUTH_HOST: other.host },
+    listenPort: () => envPort,
+  });
+  try {
+    assert.equal(s.port, envPort);
+    assert.equal((await s.get('/up')).status, 200, 'listening on the env port');
+    const fileUp = await fetch(`http://127.0.0.1:${s.config.port}/up`, { signal: AbortSignal.timeout(2000) }).then((r) => r.status, () => 'refused');
+    assert.equal(fileUp, 'refused', 'not listening on the file port');
+    const name = uid('orders');
+    const sio = await SioClient.connect(s, { version: 4, cookie: 'laravel_session=7' });
+    sio.echo.private(name);
+    await other.waitFor(`private-${name}`);
+    assert.equal(auth.forChannel(`private-${name}`).length, 0, 'the file authHost was not used');
+  } finally {
+    await s.stop();
+  }
+});
+
+test('server never panicked', () => {
+  for (const s of h.servers) assert.ok(!/panicked at/.test(s.lines.join('\n')), `panic:\n${s.logTail(20)}`);
+});
