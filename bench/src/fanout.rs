@@ -106,21 +106,23 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs, churn: Option<&ChurnArgs>) -> Outcom
     let stop_at = start + Duration::from_secs_f64(a.duration + 1.0);
     let next = Arc::new(AtomicU64::new(0));
     let pad: Arc<str> = "x".repeat(a.payload.saturating_sub(DATA_OVERHEAD)).into();
-    let mut pubs = Vec::new();
-    for _ in 0..a.publishers.max(1) {
-        let p = Publisher {
-            api: ctx.api.clone(),
-            next: next.clone(),
-            planned,
-            rate,
-            start,
-            stop_at,
-            channels: channels.clone(),
-            per_channel: per_channel.clone(),
-            pad: pad.clone(),
-        };
-        pubs.push(tokio::spawn(p.run()));
-    }
+    let new_publisher = || {
+        tokio::spawn(
+            Publisher {
+                api: ctx.api.clone(),
+                next: next.clone(),
+                planned,
+                rate,
+                start,
+                stop_at,
+                channels: channels.clone(),
+                per_channel: per_channel.clone(),
+                pad: pad.clone(),
+            }
+            .run(),
+        )
+    };
+    let mut pubs: Vec<_> = (0..a.publishers.max(1)).map(|_| new_publisher()).collect();
     let churn_stop = Arc::new(AtomicBool::new(false));
     let churn_driver = churn.filter(|_| pool > 0).map(|c| {
         let notifies = notifies.clone();
@@ -141,6 +143,22 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs, churn: Option<&ChurnArgs>) -> Outcom
             k
         })
     });
+    // Open loop: when every API connection is busy and the schedule slips, add connections
+    // (up to --max-publishers) so that the publisher does not become the bottleneck.
+    let max_pubs = a.max_publishers.max(a.publishers).max(1);
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if pubs.iter().all(|h| h.is_finished()) {
+            break;
+        }
+        let k = next.load(Relaxed);
+        let due = start + Duration::from_secs_f64(k as f64 / rate);
+        if k < planned && TInstant::now() > due + Duration::from_millis(10) && pubs.len() < max_pubs
+        {
+            pubs.push(new_publisher());
+        }
+    }
+    let publishers_used = pubs.len();
     for p in pubs {
         let _ = p.await;
     }
@@ -194,7 +212,7 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs, churn: Option<&ChurnArgs>) -> Outcom
         "rate": a.rate,
         "duration": a.duration,
         "payload": a.payload,
-        "publishers": a.publishers,
+        "publishers": publishers_used,
         "offered_deliveries_per_sec": stats::round(offered, 1),
         "events_planned": planned,
         "events_published": published,

@@ -126,10 +126,13 @@ pub struct FanoutArgs {
     /// Size of the event data in bytes.
     #[arg(long, default_value_t = 100)]
     pub payload: usize,
-    /// Parallel keep-alive API connections (the schedule is shared; a slow answer on one
-    /// does not hold the others back).
-    #[arg(long, default_value_t = 16)]
+    /// Keep-alive API connections to start with; they share one schedule, so a slow answer
+    /// on one does not hold the others back.
+    #[arg(long, default_value_t = 4)]
     pub publishers: usize,
+    /// More API connections are opened while the schedule slips, up to this many.
+    #[arg(long, default_value_t = 64)]
+    pub max_publishers: usize,
     /// Seconds to wait for late deliveries after the last publish.
     #[arg(long, default_value_t = 2.0)]
     pub grace: f64,
