@@ -50,12 +50,44 @@ impl Default for ServerConfig {
     }
 }
 
+/// Horizontal scaling (the `[cluster]` table).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `local` (one node) or `redis` (several nodes sharing one Redis).
+    pub adapter: String,
+    /// The cluster's Redis (`redis://...`), required with `adapter = "redis"`.
+    pub redis_url: Option<String>,
+    /// Prefix of the cluster's Redis channels and keys, so that several
+    /// clusters can share one Redis.
+    pub prefix: String,
+    /// Seconds without a heartbeat after which a node counts as dead and its
+    /// presence members are removed.
+    pub node_timeout: u64,
+    /// Milliseconds a cluster-wide query waits for the other nodes.
+    pub query_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            adapter: "local".into(),
+            redis_url: None,
+            prefix: "resonance".into(),
+            node_timeout: 10,
+            query_timeout_ms: 2000,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
     pub server: ServerConfig,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     #[serde(default)]
     pub apps: Vec<AppConfig>,
 }
@@ -64,6 +96,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             server: ServerConfig::default(),
+            cluster: ClusterConfig::default(),
             apps: vec![AppConfig::default()],
         }
     }
@@ -125,6 +158,14 @@ impl Config {
         set(env, "RESONANCE_OUTBOX_LIMIT", &mut s.outbox_limit)?;
         set(env, "RESONANCE_MAX_REQUEST_BYTES", &mut s.max_request_bytes)?;
         set(env, "RESONANCE_LOG", &mut s.log)?;
+        let c = &mut self.cluster;
+        set(env, "RESONANCE_ADAPTER", &mut c.adapter)?;
+        set(env, "RESONANCE_CLUSTER_PREFIX", &mut c.prefix)?;
+        set(env, "RESONANCE_NODE_TIMEOUT", &mut c.node_timeout)?;
+        set(env, "RESONANCE_QUERY_TIMEOUT", &mut c.query_timeout_ms)?;
+        if c.adapter == "redis" && c.redis_url.is_none() {
+            c.redis_url = env("RESONANCE_REDIS_URL").filter(|u| !u.is_empty());
+        }
         if self.apps.is_empty() {
             self.apps.push(AppConfig::default());
         }
@@ -204,6 +245,29 @@ impl Config {
             return Err(
                 "server.pong_timeout and server.write_timeout: must be at least 1 second".into(),
             );
+        }
+        let c = &self.cluster;
+        match c.adapter.as_str() {
+            "local" => {}
+            "redis"
+                if c.redis_url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("redis://") || u.starts_with("rediss://")) => {}
+            "redis" => return Err(
+                "cluster.redis_url: adapter \"redis\" needs a redis:// URL (RESONANCE_REDIS_URL)"
+                    .into(),
+            ),
+            other => {
+                return Err(format!(
+                    "cluster.adapter: {other:?} is not an adapter; use \"local\" or \"redis\""
+                ));
+            }
+        }
+        if c.prefix.is_empty() || c.prefix.contains(['*', '?', '[']) {
+            return Err("cluster.prefix: must be non-empty and free of * ? [".into());
+        }
+        if c.node_timeout < 2 {
+            return Err("cluster.node_timeout: must be at least 2 seconds".into());
         }
         let (mut ids, mut keys) = (HashSet::new(), HashSet::new());
         for (i, app) in self.apps.iter().enumerate() {

@@ -18,6 +18,7 @@
 //! - [`config`], [`metrics`], [`init`] — operations: settings from file, env
 //!   and flags; Prometheus text; `resonance init`.
 
+pub mod adapter;
 pub mod auth_endpoint;
 pub mod config;
 pub mod core;

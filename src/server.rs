@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::adapter::redis::{ClusterSettings, RedisAdapter};
 use crate::config::{Config, ServerConfig};
 use crate::core::adapter::{Adapter, LocalAdapter};
 use crate::core::hub::Hub;
@@ -51,9 +52,19 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listener and builds the node with the local adapter.
+    /// Binds the listener and builds the node with the configured adapter.
     pub async fn bind(config: Config) -> std::io::Result<Server> {
-        Server::bind_with_adapter(config, Arc::new(LocalAdapter)).await
+        let adapter: Arc<dyn Adapter> =
+            match (config.cluster.adapter.as_str(), &config.cluster.redis_url) {
+                ("redis", Some(url)) => RedisAdapter::new(ClusterSettings {
+                    url: url.clone(),
+                    prefix: config.cluster.prefix.clone(),
+                    node_timeout: Duration::from_secs(config.cluster.node_timeout),
+                    query_timeout: Duration::from_millis(config.cluster.query_timeout_ms),
+                }),
+                _ => Arc::new(LocalAdapter),
+            };
+        Server::bind_with_adapter(config, adapter).await
     }
 
     /// Binds the listener with the given cross-node adapter.
@@ -63,7 +74,8 @@ impl Server {
     ) -> std::io::Result<Server> {
         crate::http_api::echo::started();
         let listener = listen(&config.server.host, config.server.port).await?;
-        let node = Arc::new(Node::new(config.apps, adapter));
+        let node = Node::new(config.apps, adapter);
+        node.adapter().ready().await;
         let shutdown = CancellationToken::new();
         let socketio = node.hubs().iter().find(|h| h.app.socketio).map(|hub| {
             let service = SocketIoFrontend::service(
@@ -112,7 +124,7 @@ impl Server {
             .hubs()
             .iter()
             .filter(|hub| hub.app.redis_url.is_some())
-            .map(|hub| tokio::spawn(crate::ingress::redis::run(state.node.clone(), hub.clone())))
+            .map(|hub| tokio::spawn(crate::ingress::redis::run(hub.clone())))
             .collect();
         tokio::pin!(stop);
         loop {
@@ -157,6 +169,7 @@ impl Server {
                 "grace period over; exiting anyway"
             );
         }
+        state.node.adapter().shutdown().await;
         sweeper.abort();
         ingress.iter().for_each(|task| task.abort());
     }
@@ -335,7 +348,7 @@ async fn api(state: &State, req: Request<Incoming>) -> Response<Body> {
         query: parts.uri.query().unwrap_or(""),
         body: &body,
     };
-    match http_api::handle(&state.node, &request) {
+    match http_api::handle(&state.node, &request).await {
         Ok(value) => json(StatusCode::OK, &value),
         Err(e) => json_error(
             StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),

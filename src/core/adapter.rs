@@ -1,26 +1,92 @@
 //! The adapter: how an event that enters one node reaches the subscribers
-//! of every node. The core defines the seam; implementations depend on the
-//! core, never the reverse, so a Redis or NATS adapter plugs in without the
+//! of every node, and how presence and queries see the whole cluster. The
+//! core defines the seam; implementations depend on the core, never the
+//! reverse, so a Redis, NATS or Redis Cluster adapter plugs in without the
 //! front-ends knowing.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
 
-use super::event::Event;
-use super::hub::Hub;
+use super::connection::SocketId;
+use super::event::{Event, EventKind, Member};
+use super::hub::{ChannelSummary, Hub};
+use super::node::Node;
 
-/// Cross-node fan-out. `publish` must deliver to local subscribers too
-/// (exactly once) and must not wait for remote delivery.
+/// A boxed future, for the adapter's asynchronous queries.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Cross-node fan-out, presence and queries.
+///
+/// `publish` must deliver to local subscribers too (exactly once) and must
+/// not wait for remote delivery. Presence hooks are called by the hub when
+/// a user's *local* connection count goes 0→1 or 1→0; the adapter decides
+/// whether that is the user's first/last connection cluster-wide and has
+/// `member_added`/`member_removed` delivered accordingly.
 pub trait Adapter: Send + Sync + 'static {
     /// A short name for logs and `/ready` (`local`, `redis`, ...).
     fn name(&self) -> &'static str;
+
+    /// Called once the node exists, so the adapter can deliver remote
+    /// events to its hubs.
+    fn attach(&self, _node: Weak<Node>) {}
 
     /// Delivers `event` to every subscriber of its channel in `hub`'s app,
     /// on every node.
     fn publish(&self, hub: &Arc<Hub>, event: Arc<Event>);
 
+    /// A user's first connection on this node joined a presence channel.
+    fn member_joined(&self, hub: &Hub, channel: &str, member: &Member, socket: &SocketId) {
+        let event = Event::new(
+            channel,
+            EventKind::MemberAdded(member.clone()),
+            Some(socket.clone()),
+        );
+        hub.publish(&Arc::new(event));
+    }
+
+    /// A user's last connection on this node left a presence channel.
+    fn member_left(&self, hub: &Hub, channel: &str, member: &Member) {
+        hub.publish(&Arc::new(Event::new(
+            channel,
+            EventKind::MemberRemoved(member.clone()),
+            None,
+        )));
+    }
+
+    /// Presence members that live on other nodes.
+    fn remote_members(&self, _hub: &Hub, _channel: &str) -> Vec<Member> {
+        Vec::new()
+    }
+
+    /// Occupied channels across the cluster.
+    fn channels(
+        &self,
+        hub: Arc<Hub>,
+        prefix: Option<String>,
+    ) -> BoxFuture<'static, Vec<ChannelSummary>> {
+        Box::pin(async move { hub.channels(prefix.as_deref()) })
+    }
+
+    /// Closes `user`'s connections on every node.
+    fn terminate_user(&self, hub: &Arc<Hub>, user: &str) {
+        hub.terminate_user(user);
+    }
+
     /// Whether the adapter can currently reach the other nodes.
     fn healthy(&self) -> bool {
         true
+    }
+
+    /// Resolves once the adapter has the cluster's state (bounded by the
+    /// implementation), so a late node serves no stale presence.
+    fn ready(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    /// Leaves the cluster cleanly at shutdown.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
     }
 }
 

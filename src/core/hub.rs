@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
+use super::adapter::Adapter;
 use super::app::AppConfig;
 use super::channel::ChannelSpec;
 use super::connection::{Connection, SocketId};
@@ -76,11 +77,13 @@ pub struct Hub {
     users: Mutex<HashMap<Box<str>, Vec<Arc<Connection>>>>,
     cache: Mutex<CacheMap>,
     connections: AtomicU64,
+    adapter: Arc<dyn Adapter>,
 }
 
 impl Hub {
-    pub fn new(app: AppConfig) -> Self {
+    pub fn new(app: AppConfig, adapter: Arc<dyn Adapter>) -> Self {
         Hub {
+            adapter,
             app,
             stats: AppStats::default(),
             shards: (0..SHARDS)
@@ -135,6 +138,11 @@ impl Hub {
         };
         let mut added = None;
         let count;
+        let remote = if spec.is_presence() {
+            self.adapter.remote_members(self, spec.name)
+        } else {
+            Vec::new()
+        };
         {
             let mut state = channel.state.lock();
             if let Some(member) = member {
@@ -155,9 +163,15 @@ impl Hub {
             }
             Arc::make_mut(&mut state.subscribers).push(conn.clone());
             count = state.subscribers.len();
-            let members = spec
-                .is_presence()
-                .then(|| state.members.values().map(|(m, _)| m).collect());
+            let members = spec.is_presence().then(|| {
+                let mut all: Vec<&Member> = state.members.values().map(|(m, _)| m).collect();
+                all.extend(
+                    remote
+                        .iter()
+                        .filter(|m| !state.members.contains_key(&m.key)),
+                );
+                all
+            });
             confirm(Joined {
                 members,
                 subscription_count: count,
@@ -165,12 +179,8 @@ impl Hub {
         }
         self.stats.subscribed();
         if let Some(member) = added {
-            let event = Event::new(
-                spec.name,
-                EventKind::MemberAdded(member),
-                Some(conn.socket_id.clone()),
-            );
-            self.publish(&Arc::new(event));
+            self.adapter
+                .member_joined(self, spec.name, &member, &conn.socket_id);
         }
         if self.app.subscription_count_events && !spec.is_presence() {
             self.publish_count(spec.name, count);
@@ -215,11 +225,7 @@ impl Hub {
         }
         self.stats.unsubscribed();
         if let Some(member) = removed_member {
-            self.publish(&Arc::new(Event::new(
-                channel,
-                EventKind::MemberRemoved(member),
-                None,
-            )));
+            self.adapter.member_left(self, channel, &member);
         }
         if count > 0 && self.app.subscription_count_events && !channel.starts_with("presence-") {
             self.publish_count(channel, count);
@@ -355,8 +361,8 @@ impl Hub {
         Some(summarize(name, &state))
     }
 
-    /// Presence members of a channel (empty when unoccupied).
-    pub fn members(&self, name: &str) -> Vec<Member> {
+    /// Presence members of a channel on this node (empty when unoccupied).
+    pub fn local_members(&self, name: &str) -> Vec<Member> {
         let ch = self.shard(name).read().get(name).cloned();
         ch.map(|ch| {
             ch.state
@@ -367,6 +373,43 @@ impl Hub {
                 .collect()
         })
         .unwrap_or_default()
+    }
+
+    /// Presence members of a channel across the cluster.
+    pub fn members(&self, name: &str) -> Vec<Member> {
+        let mut members = self.local_members(name);
+        for remote in self.adapter.remote_members(self, name) {
+            if !members.iter().any(|m| m.key == remote.key) {
+                members.push(remote);
+            }
+        }
+        members
+    }
+
+    /// Every presence membership held on this node: (channel, member).
+    pub fn local_presence(&self) -> Vec<(String, Member)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            for (name, ch) in shard.read().iter() {
+                for (member, _) in ch.state.lock().members.values() {
+                    out.push((name.to_string(), member.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Closes `user`'s connections on this node (the app's
+    /// terminate_connections): a notice in the wire's terms, then 4009.
+    pub fn terminate_user(&self, user: &str) {
+        for conn in self.user_connections(user) {
+            conn.terminate(4009, "connection terminated by the app");
+        }
+    }
+
+    /// The node's adapter.
+    pub fn adapter(&self) -> &Arc<dyn Adapter> {
+        &self.adapter
     }
 }
 
@@ -415,7 +458,10 @@ mod tests {
 
     #[test]
     fn fan_out_skips_excluded_and_counts() {
-        let hub = Hub::new(AppConfig::default());
+        let hub = Hub::new(
+            AppConfig::default(),
+            Arc::new(crate::core::adapter::LocalAdapter),
+        );
         let spec = ChannelSpec::parse("news").unwrap();
         let a = Connection::new(&W, 16);
         let b = Connection::new(&W, 16);
@@ -441,7 +487,10 @@ mod tests {
 
     #[test]
     fn presence_dedupes_users() {
-        let hub = Hub::new(AppConfig::default());
+        let hub = Hub::new(
+            AppConfig::default(),
+            Arc::new(crate::core::adapter::LocalAdapter),
+        );
         let spec = ChannelSpec::parse("presence-room").unwrap();
         let (a1, a2, b) = (
             Connection::new(&W, 16),
@@ -471,10 +520,13 @@ mod tests {
 
     #[test]
     fn presence_member_limit() {
-        let hub = Hub::new(AppConfig {
-            max_presence_members: 1,
-            ..AppConfig::default()
-        });
+        let hub = Hub::new(
+            AppConfig {
+                max_presence_members: 1,
+                ..AppConfig::default()
+            },
+            Arc::new(crate::core::adapter::LocalAdapter),
+        );
         let spec = ChannelSpec::parse("presence-x").unwrap();
         let (a, a2, b) = (
             Connection::new(&W, 4),
@@ -492,7 +544,10 @@ mod tests {
 
     #[test]
     fn cache_keeps_last_message() {
-        let hub = Hub::new(AppConfig::default());
+        let hub = Hub::new(
+            AppConfig::default(),
+            Arc::new(crate::core::adapter::LocalAdapter),
+        );
         assert!(hub.cached("cache-x").is_none());
         hub.publish(&Arc::new(Event::message(
             "cache-x",
@@ -519,10 +574,13 @@ mod tests {
 
     #[test]
     fn connection_quota() {
-        let hub = Hub::new(AppConfig {
-            max_connections: 1,
-            ..AppConfig::default()
-        });
+        let hub = Hub::new(
+            AppConfig {
+                max_connections: 1,
+                ..AppConfig::default()
+            },
+            Arc::new(crate::core::adapter::LocalAdapter),
+        );
         assert!(hub.try_connect());
         assert!(!hub.try_connect());
         hub.disconnect();

@@ -20,8 +20,12 @@ pub struct Node {
 impl Node {
     /// Builds the hubs. Duplicate ids or keys are refused by config
     /// validation before this is called.
-    pub fn new(apps: Vec<AppConfig>, adapter: Arc<dyn Adapter>) -> Self {
-        let hubs: Vec<Arc<Hub>> = apps.into_iter().map(|a| Arc::new(Hub::new(a))).collect();
+    /// Builds the node and attaches the adapter to it.
+    pub fn new(apps: Vec<AppConfig>, adapter: Arc<dyn Adapter>) -> Arc<Self> {
+        let hubs: Vec<Arc<Hub>> = apps
+            .into_iter()
+            .map(|a| Arc::new(Hub::new(a, adapter.clone())))
+            .collect();
         let by_id = hubs
             .iter()
             .enumerate()
@@ -32,12 +36,14 @@ impl Node {
             .enumerate()
             .map(|(i, h)| (h.app.key.clone(), i))
             .collect();
-        Node {
+        let node = Arc::new(Node {
             hubs,
             by_id,
             by_key,
             adapter,
-        }
+        });
+        node.adapter.attach(Arc::downgrade(&node));
+        node
     }
 
     pub fn by_id(&self, id: &str) -> Option<&Arc<Hub>> {

@@ -29,7 +29,7 @@ fn unauthorized() -> ApiError {
 
 /// Answers an echo-style request. `bearer` is the Authorization header's
 /// token, `auth_key` the query parameter.
-pub fn handle(
+pub async fn handle(
     node: &Node,
     method: &str,
     segments: &[&str],
@@ -67,7 +67,8 @@ pub fn handle(
         }
         ("GET", ["channels"]) => {
             let mut channels = Map::new();
-            for c in hub.channels(prefix.filter(|p| !p.is_empty())) {
+            let prefix = prefix.filter(|p| !p.is_empty()).map(str::to_string);
+            for c in hub.adapter().channels(hub.clone(), prefix).await {
                 channels.insert(
                     c.name,
                     json!({ "subscription_count": c.subscription_count, "occupied": true }),
@@ -77,7 +78,7 @@ pub fn handle(
         }
         ("GET", ["channels", name]) => {
             let name = decode(name);
-            let summary = hub.channel(&name);
+            let summary = super::cluster_channel(hub, &name).await;
             let mut out = json!({
                 "subscription_count": summary.as_ref().map_or(0, |s| s.subscription_count),
                 "occupied": summary.is_some(),

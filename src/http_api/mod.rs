@@ -21,7 +21,7 @@ use crate::core::app::AppConfig;
 use crate::core::channel::ChannelSpec;
 use crate::core::connection::SocketId;
 use crate::core::event::{Event, RawJson};
-use crate::core::hub::Hub;
+use crate::core::hub::{ChannelSummary, Hub};
 use crate::core::node::Node;
 
 /// An API failure: HTTP status and a message for a person.
@@ -59,7 +59,7 @@ pub struct ApiRequest<'a> {
 }
 
 /// Routes and answers an `/apps/...` request.
-pub fn handle(node: &Node, req: &ApiRequest<'_>) -> ApiResult {
+pub async fn handle(node: &Node, req: &ApiRequest<'_>) -> ApiResult {
     let params = signature::parse_query(req.query);
     let param = |name: &str| {
         params
@@ -81,7 +81,8 @@ pub fn handle(node: &Node, req: &ApiRequest<'_>) -> ApiResult {
             param("auth_key"),
             param("filter_by_prefix"),
             req.body,
-        );
+        )
+        .await;
     }
     let (hub, segments) = if let Some(rest) = req.path.strip_prefix("/apps/") {
         let segments: Vec<&str> = rest.split('/').collect();
@@ -122,8 +123,8 @@ pub fn handle(node: &Node, req: &ApiRequest<'_>) -> ApiResult {
     let result = match (req.method, &segments[1..]) {
         ("POST", ["events"]) => trigger(node, hub, req.body),
         ("POST", ["batch_events"]) => batch(node, hub, req.body),
-        ("GET", ["channels"]) => channels(hub, param("filter_by_prefix"), param("info")),
-        ("GET", ["channels", name]) => channel(hub, &decode(name), param("info")),
+        ("GET", ["channels"]) => channels(hub, param("filter_by_prefix"), param("info")).await,
+        ("GET", ["channels", name]) => channel(hub, &decode(name), param("info")).await,
         ("GET", ["channels", name, "users"]) => users(hub, &decode(name)),
         ("POST", ["users", user, "terminate_connections"]) => terminate(hub, &decode(user)),
         _ => Err(ApiError::new(
@@ -254,7 +255,10 @@ fn publish(node: &Node, hub: &Arc<Hub>, t: &Trigger) -> Result<Option<Value>, Ap
     };
     let mut out = Map::new();
     for channel in &t.channels {
-        out.insert(channel.clone(), channel_info(hub, channel, Some(info))?);
+        out.insert(
+            channel.clone(),
+            channel_info(hub, channel, hub.channel(channel), Some(info))?,
+        );
     }
     Ok(Some(Value::Object(out)))
 }
@@ -322,7 +326,7 @@ fn wanted(info: Option<&str>) -> Vec<&str> {
     .unwrap_or_default()
 }
 
-fn channels(hub: &Hub, prefix: Option<&str>, info: Option<&str>) -> ApiResult {
+async fn channels(hub: &Arc<Hub>, prefix: Option<&str>, info: Option<&str>) -> ApiResult {
     let attrs = wanted(info);
     for a in &attrs {
         match *a {
@@ -336,7 +340,11 @@ fn channels(hub: &Hub, prefix: Option<&str>, info: Option<&str>) -> ApiResult {
         }
     }
     let mut out = Map::new();
-    for c in hub.channels(prefix) {
+    for c in hub
+        .adapter()
+        .channels(hub.clone(), prefix.map(str::to_string))
+        .await
+    {
         let mut entry = Map::new();
         if attrs.contains(&"user_count") {
             entry.insert("user_count".into(), json!(c.user_count.unwrap_or(0)));
@@ -349,10 +357,23 @@ fn channels(hub: &Hub, prefix: Option<&str>, info: Option<&str>) -> ApiResult {
     Ok(json!({ "channels": out }))
 }
 
-fn channel_info(hub: &Hub, name: &str, info: Option<&str>) -> ApiResult {
+/// A channel's summary across the cluster.
+pub async fn cluster_channel(hub: &Arc<Hub>, name: &str) -> Option<ChannelSummary> {
+    let all = hub
+        .adapter()
+        .channels(hub.clone(), Some(name.to_string()))
+        .await;
+    all.into_iter().find(|c| c.name == name)
+}
+
+fn channel_info(
+    hub: &Hub,
+    name: &str,
+    summary: Option<ChannelSummary>,
+    info: Option<&str>,
+) -> ApiResult {
     let spec =
         ChannelSpec::parse(name).map_err(|e| ApiError::bad(format!("channel {name:?}: {e}")))?;
-    let summary = hub.channel(name);
     let mut out = Map::new();
     out.insert("occupied".into(), json!(summary.is_some()));
     for attr in wanted(info) {
@@ -383,8 +404,10 @@ fn channel_info(hub: &Hub, name: &str, info: Option<&str>) -> ApiResult {
     Ok(Value::Object(out))
 }
 
-fn channel(hub: &Hub, name: &str, info: Option<&str>) -> ApiResult {
-    channel_info(hub, name, info)
+async fn channel(hub: &Arc<Hub>, name: &str, info: Option<&str>) -> ApiResult {
+    ChannelSpec::parse(name).map_err(|e| ApiError::bad(format!("channel {name:?}: {e}")))?;
+    let summary = cluster_channel(hub, name).await;
+    channel_info(hub, name, summary, info)
 }
 
 fn users(hub: &Hub, name: &str) -> ApiResult {
@@ -403,9 +426,7 @@ fn users(hub: &Hub, name: &str) -> ApiResult {
     Ok(json!({ "users": users }))
 }
 
-fn terminate(hub: &Hub, user: &str) -> ApiResult {
-    for conn in hub.user_connections(user) {
-        conn.terminate(4009, "connection terminated by the app");
-    }
+fn terminate(hub: &Arc<Hub>, user: &str) -> ApiResult {
+    hub.adapter().terminate_user(hub, user);
     Ok(json!({}))
 }

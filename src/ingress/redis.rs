@@ -20,7 +20,6 @@ use crate::core::channel::ChannelSpec;
 use crate::core::connection::SocketId;
 use crate::core::event::{Event, RawJson};
 use crate::core::hub::Hub;
-use crate::core::node::Node;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -70,7 +69,7 @@ impl WarnOnce {
 }
 
 /// Runs the ingestion for `hub`'s app until the process ends.
-pub async fn run(node: Arc<Node>, hub: Arc<Hub>) {
+pub async fn run(hub: Arc<Hub>) {
     let Some(url) = hub.app.redis_url.clone() else {
         return;
     };
@@ -93,8 +92,17 @@ pub async fn run(node: Arc<Node>, hub: Arc<Hub>) {
                     let Some(channel) = msg.get_channel_name().strip_prefix(prefix.as_str()) else {
                         continue;
                     };
+                    // Cluster traffic (`{prefix}#...`) shares the Redis; no
+                    // Pusher channel name contains '#' past its start.
+                    if channel.contains('#') && !channel.starts_with('#') {
+                        continue;
+                    }
+                    // Every node consumes Laravel's publishes itself, so the
+                    // event goes to this node's clients only (no re-broadcast).
                     match parse_message(channel, msg.get_payload_bytes()) {
-                        Ok(event) => node.publish(&hub, event),
+                        Ok(event) => {
+                            hub.publish(&Arc::new(event));
+                        }
                         Err(problem) => {
                             hub.stats.error("redis_bad_message");
                             if prefix.is_empty()

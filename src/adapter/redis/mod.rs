@@ -1,0 +1,724 @@
+//! The Redis adapter: several nodes sharing one Redis behave as one server.
+//!
+//! - **Events** entering a node are delivered to its own subscribers at
+//!   once and published once on `{prefix}#cluster` (writes are pipelined:
+//!   one round trip per batch, never per subscriber); other nodes deliver
+//!   them to theirs. A node ignores its own messages, so delivery is exactly
+//!   once. Cluster channels contain `#`, which no Pusher channel name may,
+//!   so Laravel's ingestion pattern (even `*`) can tell them apart.
+//! - **Presence**: each node keeps its own memberships in the hash
+//!   `{prefix}#presence#{node}` and announces changes as deltas on the
+//!   cluster channel; every node folds them into a [`replica::Replica`] and
+//!   fires `member_added`/`member_removed` for its own clients when a user
+//!   appears or disappears cluster-wide. A late node reads the hashes first.
+//! - **Liveness**: nodes heartbeat into the sorted set `{prefix}#nodes`; one
+//!   silent for `node_timeout` is dropped from every replica (its users'
+//!   `member_removed` go out) and its hash deleted by whichever node wins
+//!   the reap lock.
+//! - **Queries** ask the other live nodes over pub/sub and wait at most
+//!   `query_timeout`; missing answers are logged, never waited for.
+//! - **Outages**: local clients keep being served; the node reconnects with
+//!   back-off, rewrites its share of the state, re-announces it, reloads the
+//!   others' and reports the difference to its clients. Pub/sub holds no
+//!   backlog, so nothing is delivered twice.
+
+pub mod message;
+pub mod replica;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use redis::AsyncCommands;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::{Notify, mpsc};
+
+use self::message::{EVENT, JOIN, LEAVE, Message, QUERY, REPLY, TERMINATE};
+use self::replica::{Change, Replica};
+use crate::core::adapter::{Adapter, BoxFuture};
+use crate::core::connection::SocketId;
+use crate::core::event::{Event, EventKind, Member, RawJson};
+use crate::core::hub::{ChannelSummary, Hub};
+use crate::core::node::Node;
+
+/// Settings of the Redis adapter (the `[cluster]` config table).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub url: String,
+    pub prefix: String,
+    pub node_timeout: Duration,
+    pub query_timeout: Duration,
+}
+
+/// A write for the pipelined writer task.
+enum Write {
+    Publish { channel: String, payload: String },
+    HSet { field: String, value: String },
+    HDel { field: String },
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const WRITE_QUEUE: usize = 65_536;
+
+pub struct RedisAdapter {
+    id: String,
+    settings: ClusterSettings,
+    this: Weak<RedisAdapter>,
+    node: OnceLock<Weak<Node>>,
+    writes: mpsc::Sender<Write>,
+    write_queue: Mutex<Option<mpsc::Receiver<Write>>>,
+    replica: Mutex<Replica>,
+    healthy: AtomicBool,
+    /// Other live nodes, as of the last heartbeat.
+    alive: Mutex<Vec<String>>,
+    queries: Mutex<HashMap<u64, mpsc::UnboundedSender<Message>>>,
+    next_query: AtomicU64,
+    synced: Notify,
+    is_synced: AtomicBool,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl RedisAdapter {
+    pub fn new(settings: ClusterSettings) -> Arc<Self> {
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let id = format!("{:016x}", rand::random::<u64>());
+        Arc::new_cyclic(|this| RedisAdapter {
+            id,
+            settings,
+            this: this.clone(),
+            node: OnceLock::new(),
+            writes: tx,
+            write_queue: Mutex::new(Some(rx)),
+            replica: Mutex::new(Replica::default()),
+            healthy: AtomicBool::new(false),
+            alive: Mutex::new(Vec::new()),
+            queries: Mutex::new(HashMap::new()),
+            next_query: AtomicU64::new(1),
+            synced: Notify::new(),
+            is_synced: AtomicBool::new(false),
+        })
+    }
+
+    /// This node's id in the cluster.
+    pub fn node_id(&self) -> &str {
+        &self.id
+    }
+
+    fn key(&self, what: &str) -> String {
+        format!("{}#{what}", self.settings.prefix)
+    }
+    fn cluster_channel(&self) -> String {
+        self.key("cluster")
+    }
+    fn reply_channel(&self, node: &str) -> String {
+        self.key(&format!("reply#{node}"))
+    }
+    fn presence_key(&self, node: &str) -> String {
+        self.key(&format!("presence#{node}"))
+    }
+
+    fn hub(&self, app: &str) -> Option<Arc<Hub>> {
+        self.node.get()?.upgrade()?.by_id(app).cloned()
+    }
+
+    fn send(&self, write: Write) {
+        if self.writes.try_send(write).is_err() {
+            tracing::warn!("cluster write queue is full; a cluster message was dropped");
+        }
+    }
+
+    fn broadcast(&self, msg: &Message) {
+        match serde_json::to_string(msg) {
+            Ok(payload) => self.send(Write::Publish {
+                channel: self.cluster_channel(),
+                payload,
+            }),
+            Err(e) => tracing::warn!(error = %e, "cannot encode a cluster message"),
+        }
+    }
+
+    async fn connect(&self) -> redis::RedisResult<MultiplexedConnection> {
+        let client = redis::Client::open(self.settings.url.as_str())?;
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))?
+    }
+
+    /// Delivers presence changes to this node's clients.
+    fn deliver(&self, changes: Vec<Change>) {
+        for change in changes {
+            let (app, channel, kind) = match change {
+                Change::Added {
+                    app,
+                    channel,
+                    member,
+                } => (app, channel, EventKind::MemberAdded(member)),
+                Change::Removed {
+                    app,
+                    channel,
+                    member,
+                } => (app, channel, EventKind::MemberRemoved(member)),
+            };
+            if let Some(hub) = self.hub(&app) {
+                hub.publish(&Arc::new(Event::new(channel, kind, None)));
+            }
+        }
+    }
+
+    /// Pipelines queued writes: one round trip per batch.
+    async fn writer(self: Arc<Self>, mut queue: mpsc::Receiver<Write>) {
+        let mut conn: Option<MultiplexedConnection> = None;
+        let mut batch = Vec::with_capacity(256);
+        let own_hash = self.presence_key(&self.id);
+        while queue.recv_many(&mut batch, 256).await > 0 {
+            let mut pipe = redis::pipe();
+            for write in &batch {
+                match write {
+                    Write::Publish { channel, payload } => pipe.publish(channel, payload).ignore(),
+                    Write::HSet { field, value } => pipe.hset(&own_hash, field, value).ignore(),
+                    Write::HDel { field } => pipe.hdel(&own_hash, field).ignore(),
+                };
+            }
+            for attempt in 0..2 {
+                if conn.is_none() {
+                    conn = self.connect().await.ok();
+                }
+                let Some(c) = conn.as_mut() else { break };
+                match pipe.query_async::<()>(c).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        conn = None;
+                        if attempt == 1 {
+                            tracing::warn!(error = %e, dropped = batch.len(), "cluster writes failed; other nodes miss them until Redis is back");
+                        }
+                    }
+                }
+            }
+            batch.clear();
+        }
+    }
+
+    /// Subscribes, resyncs, and applies cluster messages; reconnects with
+    /// back-off whenever the subscription ends.
+    async fn subscriber(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.subscribe().await {
+                Ok(pubsub) => {
+                    backoff = Duration::from_millis(200);
+                    if let Err(e) = self.resync().await {
+                        tracing::warn!(error = %e, "cluster resync failed; retrying");
+                    } else {
+                        self.healthy.store(true, Ordering::SeqCst);
+                        self.is_synced.store(true, Ordering::SeqCst);
+                        self.synced.notify_waiters();
+                        tracing::info!(node = %self.id, "cluster adapter connected and in sync");
+                        let mut messages = pubsub.into_on_message();
+                        while let Some(msg) = messages.next().await {
+                            self.on_message(msg.get_payload_bytes());
+                        }
+                        tracing::warn!(
+                            "cluster subscription lost; serving local clients, reconnecting"
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach the cluster's Redis")
+                }
+            }
+            self.healthy.store(false, Ordering::SeqCst);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn subscribe(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        let client = redis::Client::open(self.settings.url.as_str())?;
+        let mut pubsub = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub())
+            .await
+            .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
+        pubsub.subscribe(self.cluster_channel()).await?;
+        pubsub.subscribe(self.reply_channel(&self.id)).await?;
+        Ok(pubsub)
+    }
+
+    /// After (re)connecting: rewrite and re-announce this node's share of
+    /// presence, then load every live node's share and report differences.
+    async fn resync(&self) -> redis::RedisResult<()> {
+        let mut conn = self.connect().await?;
+        let nodes_key = self.key("nodes");
+        let _: () = conn.zadd(&nodes_key, &self.id, now_ms()).await?;
+        let own_hash = self.presence_key(&self.id);
+        let local = self.local_presence();
+        let mut pipe = redis::pipe();
+        pipe.del(&own_hash).ignore();
+        for (app, channel, member) in &local {
+            pipe.hset(
+                &own_hash,
+                message::presence_field(app, channel, &member.key),
+                message::stored_member(member),
+            )
+            .ignore();
+            let msg = join_message(&self.id, app, channel, member, None);
+            if let Ok(payload) = serde_json::to_string(&msg) {
+                pipe.publish(self.cluster_channel(), payload).ignore();
+            }
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+
+        let cutoff = now_ms().saturating_sub(self.settings.node_timeout.as_millis() as u64);
+        let alive: Vec<String> = conn.zrangebyscore(&nodes_key, cutoff, "+inf").await?;
+        let mut changes = Vec::new();
+        let known: HashSet<String> = alive.iter().cloned().collect();
+        for node in &alive {
+            let entries: Vec<(String, String, Member)> = if *node == self.id {
+                local.clone()
+            } else {
+                let hash: HashMap<String, String> = conn.hgetall(self.presence_key(node)).await?;
+                hash.iter()
+                    .filter_map(|(field, value)| {
+                        let (app, channel, _) = message::split_presence_field(field)?;
+                        Some((
+                            app.to_string(),
+                            channel.to_string(),
+                            message::parse_stored_member(value)?,
+                        ))
+                    })
+                    .collect()
+            };
+            changes.extend(self.replica.lock().replace_node(node, entries));
+        }
+        for node in self.replica_nodes() {
+            if !known.contains(&node) {
+                changes.extend(self.replica.lock().drop_node(&node));
+            }
+        }
+        *self.alive.lock() = alive.into_iter().filter(|n| *n != self.id).collect();
+        self.deliver(changes);
+        Ok(())
+    }
+
+    fn replica_nodes(&self) -> Vec<String> {
+        // Nodes are few; collecting them from the deltas' origins is cheap
+        // enough at heartbeat frequency.
+        let replica = self.replica.lock();
+        let mut nodes = HashSet::new();
+        replica.for_each_node(|n| {
+            nodes.insert(n.to_string());
+        });
+        nodes.into_iter().collect()
+    }
+
+    /// Every presence membership on this node as (app, channel, member).
+    fn local_presence(&self) -> Vec<(String, String, Member)> {
+        let Some(node) = self.node.get().and_then(Weak::upgrade) else {
+            return Vec::new();
+        };
+        node.hubs()
+            .iter()
+            .flat_map(|hub| {
+                hub.local_presence()
+                    .into_iter()
+                    .map(|(channel, member)| (hub.app.id.clone(), channel, member))
+            })
+            .collect()
+    }
+
+    /// Heartbeats and reaps nodes that stopped heartbeating.
+    async fn heartbeat(self: Arc<Self>) {
+        let period = (self.settings.node_timeout / 3).max(Duration::from_millis(500));
+        let nodes_key = self.key("nodes");
+        let mut conn: Option<MultiplexedConnection> = None;
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            if conn.is_none() {
+                conn = self.connect().await.ok();
+            }
+            let Some(c) = conn.as_mut() else { continue };
+            if let Err(e) = self.beat(c, &nodes_key).await {
+                tracing::debug!(error = %e, "cluster heartbeat failed");
+                conn = None;
+            }
+        }
+    }
+
+    async fn beat(
+        &self,
+        conn: &mut MultiplexedConnection,
+        nodes_key: &str,
+    ) -> redis::RedisResult<()> {
+        let now = now_ms();
+        let added: i64 = conn.zadd(nodes_key, &self.id, now).await?;
+        if added == 1
+            && self.is_synced.load(Ordering::SeqCst)
+            && self.healthy.load(Ordering::SeqCst)
+        {
+            // Another node reaped us (we were silent too long): come back.
+            tracing::warn!(
+                "this node had been declared dead by the cluster; re-announcing its state"
+            );
+            self.resync().await?;
+        }
+        let cutoff = now.saturating_sub(self.settings.node_timeout.as_millis() as u64);
+        let alive: Vec<String> = conn.zrangebyscore(nodes_key, cutoff, "+inf").await?;
+        let dead: Vec<String> = conn
+            .zrangebyscore(nodes_key, "-inf", format!("({cutoff}"))
+            .await?;
+        let alive_set: HashSet<&String> = alive.iter().collect();
+        for node in self.replica_nodes() {
+            if node != self.id && !alive_set.contains(&node) {
+                tracing::warn!(
+                    node,
+                    "cluster node stopped heartbeating; removing its presence members"
+                );
+                let changes = self.replica.lock().drop_node(&node);
+                self.deliver(changes);
+            }
+        }
+        for node in dead.iter().filter(|n| **n != self.id) {
+            let lock: Option<String> = redis::cmd("SET")
+                .arg(self.key(&format!("reap#{node}")))
+                .arg(&self.id)
+                .arg("NX")
+                .arg("PX")
+                .arg(60_000)
+                .query_async(conn)
+                .await?;
+            if lock.is_some() {
+                let _: () = conn.del(self.presence_key(node)).await?;
+                let _: () = conn.zrem(nodes_key, node).await?;
+            }
+        }
+        *self.alive.lock() = alive.into_iter().filter(|n| *n != self.id).collect();
+        Ok(())
+    }
+
+    fn on_message(&self, payload: &[u8]) {
+        let msg: Message = match serde_json::from_slice(payload) {
+            Ok(m) => m,
+            Err(e) => return tracing::warn!(error = %e, "undecodable cluster message"),
+        };
+        let mine = msg.o == self.id;
+        match msg.t.as_str() {
+            EVENT if !mine => {
+                let (Some(hub), Some(channel), Some(name), Some(data)) =
+                    (self.hub(&msg.a), msg.c, msg.n, msg.d)
+                else {
+                    return;
+                };
+                let event = Event::new(
+                    channel,
+                    EventKind::Message {
+                        name: name.into(),
+                        data: RawJson::from_validated(data.get()),
+                        user_id: msg.u.map(Into::into),
+                    },
+                    msg.x.map(|x| SocketId::from_raw(&x)),
+                );
+                hub.publish(&Arc::new(event));
+            }
+            JOIN => {
+                let (Some(channel), Some(member)) = (msg.c.as_deref(), message::member_of(&msg))
+                else {
+                    return;
+                };
+                let added = self
+                    .replica
+                    .lock()
+                    .join(&msg.a, channel, &msg.o, member.clone());
+                if added && let Some(hub) = self.hub(&msg.a) {
+                    let exclude = msg.x.map(|x| SocketId::from_raw(&x));
+                    hub.publish(&Arc::new(Event::new(
+                        channel,
+                        EventKind::MemberAdded(member),
+                        exclude,
+                    )));
+                }
+            }
+            LEAVE => {
+                let (Some(channel), Some(user)) = (msg.c.as_deref(), msg.u.as_deref()) else {
+                    return;
+                };
+                let removed = self.replica.lock().leave(&msg.a, channel, &msg.o, user);
+                if let (Some(member), Some(hub)) = (removed, self.hub(&msg.a)) {
+                    hub.publish(&Arc::new(Event::new(
+                        channel,
+                        EventKind::MemberRemoved(member),
+                        None,
+                    )));
+                }
+            }
+            TERMINATE if !mine => {
+                if let (Some(hub), Some(user)) = (self.hub(&msg.a), msg.u.as_deref()) {
+                    hub.terminate_user(user);
+                }
+            }
+            QUERY if !mine => {
+                let Some(hub) = self.hub(&msg.a) else { return };
+                let counts = hub
+                    .channels(msg.c.as_deref())
+                    .into_iter()
+                    .map(|c| (c.name, c.subscription_count))
+                    .collect();
+                let reply = Message {
+                    t: REPLY.into(),
+                    o: self.id.clone(),
+                    q: msg.q,
+                    s: Some(counts),
+                    ..Message::default()
+                };
+                if let Ok(payload) = serde_json::to_string(&reply) {
+                    self.send(Write::Publish {
+                        channel: self.reply_channel(&msg.o),
+                        payload,
+                    });
+                }
+            }
+            REPLY => {
+                let sender = msg.q.and_then(|q| self.queries.lock().get(&q).cloned());
+                if let Some(sender) = sender {
+                    let _ = sender.send(msg);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn join_message(
+    node: &str,
+    app: &str,
+    channel: &str,
+    member: &Member,
+    socket: Option<&SocketId>,
+) -> Message {
+    Message {
+        t: JOIN.into(),
+        o: node.into(),
+        a: app.into(),
+        c: Some(channel.into()),
+        i: message::raw(&member.id),
+        f: member.info.as_ref().and_then(message::raw),
+        x: socket.map(|s| s.as_str().to_string()),
+        ..Message::default()
+    }
+}
+
+impl Adapter for RedisAdapter {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn attach(&self, node: Weak<Node>) {
+        let _ = self.node.set(node);
+        let (Some(this), Some(queue)) = (self.this.upgrade(), self.write_queue.lock().take())
+        else {
+            return;
+        };
+        tokio::spawn(this.clone().writer(queue));
+        tokio::spawn(this.clone().subscriber());
+        tokio::spawn(this.heartbeat());
+    }
+
+    fn ready(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let wait = self.synced.notified();
+            if self.is_synced.load(Ordering::SeqCst) {
+                return;
+            }
+            if tokio::time::timeout(Duration::from_secs(5), wait)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "cluster Redis not reachable at start; serving local clients meanwhile"
+                );
+            }
+        })
+    }
+
+    fn publish(&self, hub: &Arc<Hub>, event: Arc<Event>) {
+        hub.publish(&event);
+        if let EventKind::Message {
+            name,
+            data,
+            user_id,
+        } = &event.kind
+        {
+            self.broadcast(&Message {
+                t: EVENT.into(),
+                o: self.id.clone(),
+                a: hub.app.id.clone(),
+                c: Some(event.channel.to_string()),
+                n: Some(name.to_string()),
+                d: message::raw(data),
+                x: event.exclude.as_ref().map(|s| s.as_str().to_string()),
+                u: user_id.as_ref().map(|u| u.to_string()),
+                ..Message::default()
+            });
+        }
+    }
+
+    fn member_joined(&self, hub: &Hub, channel: &str, member: &Member, socket: &SocketId) {
+        let app = &hub.app.id;
+        self.send(Write::HSet {
+            field: message::presence_field(app, channel, &member.key),
+            value: message::stored_member(member),
+        });
+        if self.healthy.load(Ordering::SeqCst) {
+            self.broadcast(&join_message(&self.id, app, channel, member, Some(socket)));
+        } else if self
+            .replica
+            .lock()
+            .join(app, channel, &self.id, member.clone())
+        {
+            // Redis is away: tell local clients now; the resync re-announces.
+            let event = Event::new(
+                channel,
+                EventKind::MemberAdded(member.clone()),
+                Some(socket.clone()),
+            );
+            hub.publish(&Arc::new(event));
+        }
+    }
+
+    fn member_left(&self, hub: &Hub, channel: &str, member: &Member) {
+        let app = &hub.app.id;
+        self.send(Write::HDel {
+            field: message::presence_field(app, channel, &member.key),
+        });
+        if self.healthy.load(Ordering::SeqCst) {
+            self.broadcast(&Message {
+                t: LEAVE.into(),
+                o: self.id.clone(),
+                a: app.clone(),
+                c: Some(channel.into()),
+                u: Some(member.key.to_string()),
+                ..Message::default()
+            });
+        } else if let Some(gone) = self
+            .replica
+            .lock()
+            .leave(app, channel, &self.id, &member.key)
+        {
+            hub.publish(&Arc::new(Event::new(
+                channel,
+                EventKind::MemberRemoved(gone),
+                None,
+            )));
+        }
+    }
+
+    fn remote_members(&self, hub: &Hub, channel: &str) -> Vec<Member> {
+        self.replica.lock().members(&hub.app.id, channel)
+    }
+
+    fn channels(
+        &self,
+        hub: Arc<Hub>,
+        prefix: Option<String>,
+    ) -> BoxFuture<'static, Vec<ChannelSummary>> {
+        let this = self.this.upgrade();
+        Box::pin(async move {
+            let local = hub.channels(prefix.as_deref());
+            let Some(this) = this else { return local };
+            let mut counts: HashMap<String, usize> = local
+                .into_iter()
+                .map(|c| (c.name, c.subscription_count))
+                .collect();
+            let expected: HashSet<String> = this.alive.lock().iter().cloned().collect();
+            if this.healthy.load(Ordering::SeqCst) && !expected.is_empty() {
+                let id = this.next_query.fetch_add(1, Ordering::Relaxed);
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                this.queries.lock().insert(id, tx);
+                this.broadcast(&Message {
+                    t: QUERY.into(),
+                    o: this.id.clone(),
+                    a: hub.app.id.clone(),
+                    c: prefix.clone(),
+                    q: Some(id),
+                    ..Message::default()
+                });
+                let deadline = Instant::now() + this.settings.query_timeout;
+                let mut answered = HashSet::new();
+                while answered.len() < expected.len() {
+                    match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+                        Ok(Some(reply)) => {
+                            for (name, n) in reply.s.unwrap_or_default() {
+                                *counts.entry(name).or_default() += n;
+                            }
+                            answered.insert(reply.o);
+                        }
+                        _ => break,
+                    }
+                }
+                this.queries.lock().remove(&id);
+                let missing: Vec<&String> =
+                    expected.iter().filter(|n| !answered.contains(*n)).collect();
+                if !missing.is_empty() {
+                    tracing::warn!(
+                        ?missing,
+                        "cluster query: some nodes did not answer in time; counts are partial"
+                    );
+                }
+            }
+            let mut out: Vec<ChannelSummary> = counts
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(name, subscription_count)| {
+                    let user_count = name
+                        .starts_with("presence-")
+                        .then(|| hub.members(&name).len());
+                    ChannelSummary {
+                        name,
+                        subscription_count,
+                        user_count,
+                    }
+                })
+                .collect();
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            out
+        })
+    }
+
+    fn terminate_user(&self, hub: &Arc<Hub>, user: &str) {
+        hub.terminate_user(user);
+        self.broadcast(&Message {
+            t: TERMINATE.into(),
+            o: self.id.clone(),
+            a: hub.app.id.clone(),
+            u: Some(user.into()),
+            ..Message::default()
+        });
+    }
+
+    fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // Let queued leaves go out, then leave the cluster cleanly.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while self.writes.capacity() < WRITE_QUEUE && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if let Ok(mut conn) = self.connect().await {
+                let _: redis::RedisResult<()> = conn.del(self.presence_key(&self.id)).await;
+                let _: redis::RedisResult<()> = conn.zrem(self.key("nodes"), &self.id).await;
+            }
+        })
+    }
+}
