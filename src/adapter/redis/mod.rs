@@ -74,6 +74,10 @@ pub struct RedisAdapter {
     healthy: AtomicBool,
     /// Other live nodes, as of the last heartbeat.
     alive: Mutex<Vec<String>>,
+    /// When this node last saw each other node alive (a heartbeat or a
+    /// message). A node is dropped only after `node_timeout` unseen, so a
+    /// Redis restart (which empties the node set) causes no presence flap.
+    last_seen: Mutex<HashMap<String, Instant>>,
     queries: Mutex<HashMap<u64, mpsc::UnboundedSender<Message>>>,
     next_query: AtomicU64,
     synced: Notify,
@@ -100,6 +104,7 @@ impl RedisAdapter {
             replica: Mutex::new(Replica::default()),
             healthy: AtomicBool::new(false),
             alive: Mutex::new(Vec::new()),
+            last_seen: Mutex::new(HashMap::new()),
             queries: Mutex::new(HashMap::new()),
             next_query: AtomicU64::new(1),
             synced: Notify::new(),
@@ -258,7 +263,6 @@ impl RedisAdapter {
     async fn resync(&self) -> redis::RedisResult<()> {
         let mut conn = self.connect().await?;
         let nodes_key = self.key("nodes");
-        let _: () = conn.zadd(&nodes_key, &self.id, now_ms()).await?;
         let own_hash = self.presence_key(&self.id);
         let local = self.local_presence();
         let mut pipe = redis::pipe();
@@ -275,6 +279,9 @@ impl RedisAdapter {
                 pipe.publish(self.cluster_channel(), payload).ignore();
             }
         }
+        // Register only once the hash is complete: a node in the set must
+        // never be read with half its members.
+        pipe.zadd(&nodes_key, &self.id, now_ms()).ignore();
         pipe.query_async::<()>(&mut conn).await?;
 
         let cutoff = now_ms().saturating_sub(self.settings.node_timeout.as_millis() as u64);
@@ -299,11 +306,14 @@ impl RedisAdapter {
             };
             changes.extend(self.replica.lock().replace_node(node, entries));
         }
-        for node in self.replica_nodes() {
-            if !known.contains(&node) {
-                changes.extend(self.replica.lock().drop_node(&node));
-            }
+        // Nodes not (yet) back in the set get a fresh grace period; the
+        // heartbeat drops them if they stay silent.
+        let now = Instant::now();
+        let mut seen = self.last_seen.lock();
+        for node in self.replica_nodes().into_iter().chain(known) {
+            seen.insert(node, now);
         }
+        drop(seen);
         *self.alive.lock() = alive.into_iter().filter(|n| *n != self.id).collect();
         self.deliver(changes);
         Ok(())
@@ -360,11 +370,13 @@ impl RedisAdapter {
         nodes_key: &str,
     ) -> redis::RedisResult<()> {
         let now = now_ms();
+        if !self.healthy.load(Ordering::SeqCst) {
+            // Out of sync (Redis away or just back): judge nobody until the
+            // subscriber has resynced and restarted everyone's grace period.
+            return Ok(());
+        }
         let added: i64 = conn.zadd(nodes_key, &self.id, now).await?;
-        if added == 1
-            && self.is_synced.load(Ordering::SeqCst)
-            && self.healthy.load(Ordering::SeqCst)
-        {
+        if added == 1 && self.is_synced.load(Ordering::SeqCst) {
             // Another node reaped us (we were silent too long): come back.
             tracing::warn!(
                 "this node had been declared dead by the cluster; re-announcing its state"
@@ -411,6 +423,9 @@ impl RedisAdapter {
             Err(e) => return tracing::warn!(error = %e, "undecodable cluster message"),
         };
         let mine = msg.o == self.id;
+        if !mine {
+            self.last_seen.lock().insert(msg.o.clone(), Instant::now());
+        }
         match msg.t.as_str() {
             EVENT if !mine => {
                 let (Some(hub), Some(channel), Some(name), Some(data)) =
