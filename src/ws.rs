@@ -20,6 +20,8 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_websockets::{CloseCode, Limits, Message, WebSocketStream};
 
+use crate::core::connection::Frame;
+
 pub use tokio_websockets::Error as WsError;
 pub use tokio_websockets::Message as WsMessage;
 
@@ -126,16 +128,23 @@ pub fn server(upgraded: Upgraded, max_message: usize) -> Socket {
         .serve(TokioIo::new(upgraded))
 }
 
-/// Queues text frames and writes them in as few syscalls as the crate
-/// allows, giving up after `timeout` (a peer that does not read).
-pub async fn send_batch(
+/// Queues frames (text, or binary where flagged) and writes them in as few
+/// syscalls as the crate allows, giving up after `timeout` (a peer that
+/// does not read).
+pub async fn send_batch<F: Into<Frame>>(
     ws: &mut Socket,
-    frames: impl IntoIterator<Item = Bytes>,
+    frames: impl IntoIterator<Item = F>,
     timeout: Duration,
 ) -> Result<(), ()> {
     let write = async {
         for frame in frames {
-            ws.feed(Message::text(frame)).await?;
+            let frame = frame.into();
+            let message = if frame.binary {
+                Message::binary(frame.data)
+            } else {
+                Message::text(frame.data)
+            };
+            ws.feed(message).await?;
         }
         ws.flush().await
     };
