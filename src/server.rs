@@ -26,7 +26,7 @@ use crate::core::hub::Hub;
 use crate::core::node::Node;
 use crate::http_api::{self, ApiRequest};
 use crate::pusher::{protocol as pusher_wire, session};
-use crate::{metrics, ws};
+use crate::{custom, metrics, ws};
 
 type Body = Full<Bytes>;
 
@@ -39,6 +39,8 @@ struct State {
     /// WebSocket sessions, awaited (bounded) at shutdown.
     sessions: TaskTracker,
     ready: AtomicBool,
+    /// Custom WebSocket and HTTP routes (the library API).
+    custom: custom::mount::Mount,
 }
 
 /// A bound, not yet running server.
@@ -58,16 +60,48 @@ impl Server {
         config: Config,
         adapter: Arc<dyn Adapter>,
     ) -> std::io::Result<Server> {
-        let listener = TcpListener::bind((config.server.host.as_str(), config.server.port)).await?;
+        let routes = custom::Routes::from_config(&config.server)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        Server::bind_routes(config, adapter, routes).await
+    }
+
+    /// A server with custom routes: see [`custom::Builder`].
+    pub fn builder(config: Config) -> custom::Builder {
+        custom::Builder::new(config)
+    }
+
+    pub(crate) async fn bind_routes(
+        config: Config,
+        adapter: Arc<dyn Adapter>,
+        routes: custom::Routes,
+    ) -> std::io::Result<Server> {
         let node = Arc::new(Node::new(config.apps, adapter));
+        let server_config = Arc::new(config.server);
+        let (shutdown, sessions) = (CancellationToken::new(), TaskTracker::new());
+        let custom = custom::mount::Mount::new(
+            routes,
+            node.clone(),
+            server_config.clone(),
+            shutdown.clone(),
+            sessions.clone(),
+        )
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let listener = TcpListener::bind((server_config.host.as_str(), server_config.port)).await?;
         let state = Arc::new(State {
             node,
-            config: Arc::new(config.server),
-            shutdown: CancellationToken::new(),
-            sessions: TaskTracker::new(),
+            config: server_config,
+            shutdown,
+            sessions,
             ready: AtomicBool::new(true),
+            custom,
         });
         Ok(Server { listener, state })
+    }
+
+    /// Rooms of app `app_id` (the first app when `None`), to broadcast from
+    /// outside a handler.
+    pub fn rooms(&self, app_id: Option<&str>) -> Option<custom::Rooms> {
+        self.state.custom.rooms(app_id)
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -160,11 +194,15 @@ fn json_error(status: StatusCode, message: &str) -> Response<Body> {
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let path = req.uri().path();
-    if let Some(key) = path.strip_prefix("/app/") {
+    if let Some(key) = req.uri().path().strip_prefix("/app/") {
         let key = key.to_string();
         return Ok(pusher_upgrade(&state, req, &key));
     }
+    let req = match state.custom.dispatch(req).await {
+        Ok(response) => return Ok(response),
+        Err(req) => req,
+    };
+    let path = req.uri().path();
     let ready = state.ready.load(Ordering::SeqCst);
     Ok(match (req.method(), path) {
         (&Method::GET, "/") => respond(StatusCode::OK, "text/plain", "OK"),

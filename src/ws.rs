@@ -154,6 +154,19 @@ pub async fn send_batch<F: Into<Frame>>(
     }
 }
 
+/// Like [`server`], and outgoing messages longer than `frame_size` bytes
+/// (4 MiB when `None`) are sent as fragmented messages of frames that size.
+pub fn server_with(upgraded: Upgraded, max_message: usize, frame_size: Option<usize>) -> Socket {
+    let mut config = tokio_websockets::Config::default();
+    if let Some(size) = frame_size {
+        config = config.frame_size(size.max(1));
+    }
+    tokio_websockets::ServerBuilder::new()
+        .limits(Limits::default().max_payload_len(Some(max_message)))
+        .config(config)
+        .serve(TokioIo::new(upgraded))
+}
+
 /// Sends a close frame with `code` and `reason` and waits (bounded) for the
 /// peer's answer so the close handshake completes.
 pub async fn close(ws: &mut Socket, code: u16, reason: &str, timeout: Duration) {
