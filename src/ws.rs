@@ -185,6 +185,26 @@ pub async fn finish_after_error(ws: &mut Socket, timeout: Duration) {
     let _ = tokio::time::timeout(timeout, ws.next()).await;
 }
 
+/// After a close caused by a protocol error: sends FIN, then reads and
+/// discards what the peer still sends (bounded by `timeout`). Closing a
+/// socket with unread input makes the kernel answer with a reset, which can
+/// destroy the close frame before the peer reads it; lingering lets it
+/// arrive.
+pub async fn linger(ws: &mut Socket, timeout: Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io = ws.get_mut();
+    let _ = tokio::time::timeout(timeout, async {
+        let _ = io.shutdown().await;
+        let mut sink = [0u8; 4096];
+        while let Ok(n) = io.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
