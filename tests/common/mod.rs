@@ -220,7 +220,7 @@ impl Raw {
     }
 
     /// Reads one frame: (FIN, opcode, payload); `None` when the connection ended.
-    pub async fn read(&mut self) -> Option<(bool, u8, Vec<u8>)> {
+    pub async fn read(&mut self) -> Option<RawFrame> {
         loop {
             if let Some((frame, used)) = parse_frame(&self.buf) {
                 self.buf.drain(..used);
@@ -253,7 +253,10 @@ impl Raw {
     }
 }
 
-fn parse_frame(buf: &[u8]) -> Option<((bool, u8, Vec<u8>), usize)> {
+/// FIN, opcode, payload.
+pub type RawFrame = (bool, u8, Vec<u8>);
+
+fn parse_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
     if buf.len() < 2 {
         return None;
     }
