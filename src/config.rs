@@ -33,7 +33,8 @@ pub struct ServerConfig {
     /// Log filter (`info`, `debug`, `resonance=trace`, ...).
     pub log: String,
     /// A path serving a built-in echo WebSocket route (for conformance
-    /// checks such as Autobahn); off when unset.
+    /// checks such as Autobahn; it accepts messages up to 16 MiB); off when
+    /// unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub echo_path: Option<String>,
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::conn::{CloseStatus, Conn, Message};
@@ -33,9 +33,10 @@ use crate::ws::{self, Socket, WsError};
 
 /// How long a close handshake or a stuck write may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Messages read ahead of the handler; a full inbox stops reading the socket
-/// (TCP backpressure) instead of buffering without bound.
-const INBOX: usize = 16;
+/// Room in the inbox. The driver reads the next frame only when the handler
+/// has finished with the previous message (see `drive`), so at most one
+/// message and one error notice are ever in it.
+const INBOX: usize = 2;
 /// How long a handler may run on after its connection ended (for
 /// `on_close` work) before it is aborted.
 const HANDLER_GRACE: Duration = Duration::from_secs(10);
@@ -96,6 +97,10 @@ enum Inbound {
 pub struct WebSocket {
     conn: Conn,
     inbox: mpsc::Receiver<Inbound>,
+    /// Messages taken from the inbox so far, published each time the
+    /// handler asks for the next one (it is then done with all of them).
+    taken: u64,
+    idle: watch::Sender<u64>,
     error: Option<ProtocolError>,
 }
 
@@ -108,7 +113,7 @@ impl WebSocket {
     /// [`Conn::close_status`] and [`WebSocket::protocol_error`] for why).
     pub async fn recv(&mut self) -> Option<Message> {
         loop {
-            match self.inbox.recv().await? {
+            match self.next_event().await? {
                 Inbound::Message(m) => return Some(m),
                 Inbound::Error(e) => self.error = Some(e),
             }
@@ -135,7 +140,12 @@ impl WebSocket {
 
     /// Waits for the next event, for the callbacks loop.
     async fn next_event(&mut self) -> Option<Inbound> {
-        self.inbox.recv().await
+        self.idle.send_replace(self.taken);
+        let event = self.inbox.recv().await?;
+        if matches!(event, Inbound::Message(_)) {
+            self.taken += 1;
+        }
+        Some(event)
     }
 }
 
@@ -223,9 +233,12 @@ pub(crate) async fn drive(
     write_timeout: Duration,
 ) {
     let (tx, rx) = mpsc::channel(INBOX);
+    let (idle_tx, mut idle) = watch::channel(0u64);
     let ws = WebSocket {
         conn: conn.clone(),
         inbox: rx,
+        taken: 0,
+        idle: idle_tx,
         error: None,
     };
     let mut task = tokio::spawn((handler.0)(ws));
@@ -233,8 +246,16 @@ pub(crate) async fn drive(
     let mut peer_close: Option<CloseStatus> = None;
     let mut inbox_open = true;
     let mut task_done = false;
+    // Messages handed to the handler. The socket is read only when the
+    // handler has finished with all of them: replies to a message are then
+    // queued (and, the outbox branch coming first, written) before the next
+    // frame is even read, so a valid message followed by a broken frame is
+    // answered before the close, and a slow handler slows its client down
+    // through TCP instead of a buffer.
+    let mut delivered: u64 = 0;
 
     let status = loop {
+        let handler_idle = !inbox_open || *idle.borrow() == delivered;
         tokio::select! {
             biased;
             () = shutdown.cancelled() => {
@@ -280,14 +301,14 @@ pub(crate) async fn drive(
                     break CloseStatus { code: close.code, reason };
                 }
             }
-            // The handler is behind: wait for room in its inbox before
-            // reading more from the socket.
-            permit = tx.reserve(), if inbox_open && tx.capacity() == 0 => {
-                if permit.is_err() {
+            // The handler is busy with a message: wait until it asks for
+            // the next one (or drops its WebSocket).
+            changed = idle.changed(), if !handler_idle => {
+                if changed.is_err() {
                     inbox_open = false;
                 }
             }
-            message = socket.next(), if !inbox_open || tx.capacity() > 0 => match message {
+            message = socket.next(), if handler_idle => match message {
                 None => break peer_close.take().unwrap_or(CloseStatus { code: ABNORMAL, reason: String::new() }),
                 Some(Err(e)) => {
                     let code = close_code_for(&e);
@@ -320,8 +341,12 @@ pub(crate) async fn drive(
                         conn.0.hub.stats.received(message.as_payload().len());
                         let binary = message.is_binary();
                         let inbound = Inbound::Message(Message::from_wire(message.into_payload().into(), binary));
-                        if inbox_open && tx.try_send(inbound).is_err() {
-                            inbox_open = false;
+                        if inbox_open {
+                            if tx.try_send(inbound).is_ok() {
+                                delivered += 1;
+                            } else {
+                                inbox_open = false;
+                            }
                         }
                     }
                 }

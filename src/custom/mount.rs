@@ -36,6 +36,11 @@ use crate::ws;
 
 type Body = Full<Bytes>;
 
+/// Largest message the built-in echo route takes: 16 MiB, the largest the
+/// Autobahn suite sends, whatever `max_message_bytes` says for Pusher
+/// clients. It is a diagnostic route: enable it where you run checks.
+pub const ECHO_MAX_MESSAGE: usize = 16 << 20;
+
 /// Routes as the builder collected them, before the server exists.
 #[derive(Clone, Default)]
 pub struct Routes {
@@ -48,9 +53,9 @@ impl Routes {
     pub fn from_config(config: &ServerConfig) -> Result<Routes, String> {
         let mut routes = Routes::default();
         if let Some(path) = &config.echo_path {
-            routes
-                .ws
-                .push((PathPattern::parse(path)?, Route::new(Handler::echo())));
+            let limit = config.max_message_bytes.max(ECHO_MAX_MESSAGE);
+            let route = Route::new(Handler::echo()).max_message_bytes(limit);
+            routes.ws.push((PathPattern::parse(path)?, route));
         }
         Ok(routes)
     }
