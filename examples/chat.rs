@@ -155,7 +155,7 @@ const PAGE: &str = r#"<!doctype html>
 <meta charset="utf-8">
 <title>Resonance chat</title>
 <style>
-  body { font: 15px system-ui, sans-serif; margin: 0; display: grid; grid-template-columns: 1fr 180px; height: 100vh; }
+  body { font: 15px system-ui, sans-serif; margin: 0; display: grid; grid-template-columns: 1fr 180px; grid-template-rows: auto 1fr auto; height: 100vh; }
   header { grid-column: 1 / 3; background: #234; color: #fff; padding: 8px 14px; }
   #log { list-style: none; margin: 0; padding: 10px 14px; overflow-y: auto; }
   #log li { margin: 4px 0; }
