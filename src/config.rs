@@ -32,6 +32,11 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Log filter (`info`, `debug`, `resonance=trace`, ...).
     pub log: String,
+    /// A path serving a built-in echo WebSocket route (for conformance
+    /// checks such as Autobahn; it accepts messages up to 16 MiB); off when
+    /// unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub echo_path: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +51,7 @@ impl Default for ServerConfig {
             outbox_limit: 1024,
             max_request_bytes: 1024 * 1024,
             log: "info".into(),
+            echo_path: None,
         }
     }
 }
@@ -166,6 +172,10 @@ impl Config {
         if c.adapter == "redis" && c.redis_url.is_none() {
             c.redis_url = env("RESONANCE_REDIS_URL").filter(|u| !u.is_empty());
         }
+        if let Some(path) = env("RESONANCE_ECHO_PATH") {
+            let path = path.trim();
+            s.echo_path = (!path.is_empty()).then(|| path.to_string());
+        }
         if self.apps.is_empty() {
             self.apps.push(AppConfig::default());
         }
@@ -269,6 +279,13 @@ impl Config {
         if c.node_timeout < 2 {
             return Err("cluster.node_timeout: must be at least 2 seconds".into());
         }
+        if let Some(path) = &s.echo_path
+            && (!path.starts_with('/') || path.starts_with("/app/"))
+        {
+            return Err(format!(
+                "server.echo_path: {path:?} must start with '/' and not be under /app/"
+            ));
+        }
         let (mut ids, mut keys) = (HashSet::new(), HashSet::new());
         for (i, app) in self.apps.iter().enumerate() {
             let at = format!("apps[{i}]");
@@ -339,12 +356,23 @@ mod tests {
         ]);
         let c = Config::load(None, &env, &Overrides::default()).unwrap();
         assert_eq!(c.server.port, 7000);
+        assert_eq!(c.server.echo_path, None);
         assert_eq!(c.apps[0].id, "42");
         assert!(!c.apps[0].client_events);
         assert_eq!(
             c.apps[0].allowed_origins,
             vec!["https://a.example", "https://*.b.example"]
         );
+    }
+
+    #[test]
+    fn echo_path_from_env_is_checked() {
+        let env = env_of(&[("RESONANCE_ECHO_PATH", "/echo")]);
+        let c = Config::load(None, &env, &Overrides::default()).unwrap();
+        assert_eq!(c.server.echo_path.as_deref(), Some("/echo"));
+        let env = env_of(&[("RESONANCE_ECHO_PATH", "echo")]);
+        let err = Config::load(None, &env, &Overrides::default()).unwrap_err();
+        assert!(err.starts_with("server.echo_path:"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,9 @@
 //!   that names the WebSocket crate.
 //! - [`pusher`] — the Pusher protocol front-end: wire format and sessions.
 //! - [`http_api`] — the Pusher HTTP API (trigger, batch, queries, terminate).
+//! - [`custom`] — custom WebSocket routes and the library API: path
+//!   patterns, callback and task handlers, rooms as hub channels, user
+//!   authenticators, plain HTTP routes; `Server::builder` starts there.
 //! - [`server`] — accept loop, routing, readiness and graceful shutdown.
 //! - [`config`], [`metrics`], [`init`] — operations: settings from file, env
 //!   and flags; Prometheus text; `resonance init`.
@@ -22,6 +25,7 @@ pub mod adapter;
 pub mod auth_endpoint;
 pub mod config;
 pub mod core;
+pub mod custom;
 pub mod echo_config;
 pub mod http_api;
 pub mod ingress;

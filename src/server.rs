@@ -28,7 +28,7 @@ use crate::core::node::Node;
 use crate::http_api::{self, ApiRequest};
 use crate::pusher::{protocol as pusher_wire, session};
 use crate::socketio::{SocketIoFrontend, SocketIoService};
-use crate::{metrics, ws};
+use crate::{custom, metrics, ws};
 
 type Body = Full<Bytes>;
 
@@ -43,6 +43,8 @@ struct State {
     ready: AtomicBool,
     /// Echo's `socket.io` connector, for the first app that enables it.
     socketio: Option<(Arc<Hub>, SocketIoService)>,
+    /// Custom WebSocket and HTTP routes (the library API).
+    custom: custom::mount::Mount,
 }
 
 /// A bound, not yet running server.
@@ -72,29 +74,60 @@ impl Server {
         config: Config,
         adapter: Arc<dyn Adapter>,
     ) -> std::io::Result<Server> {
+        let routes = custom::Routes::from_config(&config.server)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        Server::bind_routes(config, adapter, routes).await
+    }
+
+    /// A server with custom routes: see [`custom::Builder`].
+    pub fn builder(config: Config) -> custom::Builder {
+        custom::Builder::new(config)
+    }
+
+    pub(crate) async fn bind_routes(
+        config: Config,
+        adapter: Arc<dyn Adapter>,
+        routes: custom::Routes,
+    ) -> std::io::Result<Server> {
         crate::http_api::echo::started();
         let listener = listen(&config.server.host, config.server.port).await?;
         let node = Node::new(config.apps, adapter);
         node.adapter().ready().await;
-        let shutdown = CancellationToken::new();
+        let server_config = Arc::new(config.server);
+        let (shutdown, sessions) = (CancellationToken::new(), TaskTracker::new());
         let socketio = node.hubs().iter().find(|h| h.app.socketio).map(|hub| {
             let service = SocketIoFrontend::service(
                 node.clone(),
                 hub.clone(),
-                &config.server,
+                &server_config,
                 shutdown.clone(),
             );
             (hub.clone(), service)
         });
+        let custom = custom::mount::Mount::new(
+            routes,
+            node.clone(),
+            server_config.clone(),
+            shutdown.clone(),
+            sessions.clone(),
+        )
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let state = Arc::new(State {
             node,
-            config: Arc::new(config.server),
+            config: server_config,
             shutdown,
-            sessions: TaskTracker::new(),
+            sessions,
             ready: AtomicBool::new(true),
             socketio,
+            custom,
         });
         Ok(Server { listener, state })
+    }
+
+    /// Rooms of app `app_id` (the first app when `None`), to broadcast from
+    /// outside a handler.
+    pub fn rooms(&self, app_id: Option<&str>) -> Option<custom::Rooms> {
+        self.state.custom.rooms(app_id)
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -220,14 +253,19 @@ fn json_error(status: StatusCode, message: &str) -> Response<Body> {
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let path = req.uri().path();
-    if let Some(key) = path.strip_prefix("/app/") {
+    if let Some(key) = req.uri().path().strip_prefix("/app/") {
         let key = key.to_string();
         return Ok(pusher_upgrade(&state, req, &key));
     }
+    let path = req.uri().path();
     if path == "/socket.io" || path.starts_with("/socket.io/") {
         return Ok(socketio(&state, req).await);
     }
+    let req = match state.custom.dispatch(req).await {
+        Ok(response) => return Ok(response),
+        Err(req) => req,
+    };
+    let path = req.uri().path();
     let ready = state.ready.load(Ordering::SeqCst);
     Ok(match (req.method(), path) {
         (&Method::GET, "/") => respond(StatusCode::OK, "text/plain", "OK"),

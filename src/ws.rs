@@ -20,6 +20,8 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_websockets::{CloseCode, Limits, Message, WebSocketStream};
 
+use crate::core::connection::Frame;
+
 pub use tokio_websockets::Error as WsError;
 pub use tokio_websockets::Message as WsMessage;
 
@@ -126,16 +128,23 @@ pub fn server(upgraded: Upgraded, max_message: usize) -> Socket {
         .serve(TokioIo::new(upgraded))
 }
 
-/// Queues text frames and writes them in as few syscalls as the crate
-/// allows, giving up after `timeout` (a peer that does not read).
-pub async fn send_batch(
+/// Queues frames (text, or binary where flagged) and writes them in as few
+/// syscalls as the crate allows, giving up after `timeout` (a peer that
+/// does not read).
+pub async fn send_batch<F: Into<Frame>>(
     ws: &mut Socket,
-    frames: impl IntoIterator<Item = Bytes>,
+    frames: impl IntoIterator<Item = F>,
     timeout: Duration,
 ) -> Result<(), ()> {
     let write = async {
         for frame in frames {
-            ws.feed(Message::text(frame)).await?;
+            let frame = frame.into();
+            let message = if frame.binary {
+                Message::binary(frame.data)
+            } else {
+                Message::text(frame.data)
+            };
+            ws.feed(message).await?;
         }
         ws.flush().await
     };
@@ -143,6 +152,19 @@ pub async fn send_batch(
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
     }
+}
+
+/// Like [`server`], and outgoing messages longer than `frame_size` bytes
+/// (4 MiB when `None`) are sent as fragmented messages of frames that size.
+pub fn server_with(upgraded: Upgraded, max_message: usize, frame_size: Option<usize>) -> Socket {
+    let mut config = tokio_websockets::Config::default();
+    if let Some(size) = frame_size {
+        config = config.frame_size(size.max(1));
+    }
+    tokio_websockets::ServerBuilder::new()
+        .limits(Limits::default().max_payload_len(Some(max_message)))
+        .config(config)
+        .serve(TokioIo::new(upgraded))
 }
 
 /// Sends a close frame with `code` and `reason` and waits (bounded) for the
@@ -161,6 +183,26 @@ pub async fn close(ws: &mut Socket, code: u16, reason: &str, timeout: Duration) 
 /// close frame; polling once more flushes it.
 pub async fn finish_after_error(ws: &mut Socket, timeout: Duration) {
     let _ = tokio::time::timeout(timeout, ws.next()).await;
+}
+
+/// After a close caused by a protocol error: sends FIN, then reads and
+/// discards what the peer still sends (bounded by `timeout`). Closing a
+/// socket with unread input makes the kernel answer with a reset, which can
+/// destroy the close frame before the peer reads it; lingering lets it
+/// arrive.
+pub async fn linger(ws: &mut Socket, timeout: Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io = ws.get_mut();
+    let _ = tokio::time::timeout(timeout, async {
+        let _ = io.shutdown().await;
+        let mut sink = [0u8; 4096];
+        while let Ok(n) = io.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -121,15 +121,44 @@ pub const SLOW_CONSUMER: CloseRequest = CloseRequest {
     reason: "slow consumer: too many messages queued",
 };
 
+/// One queued WebSocket message: the encoded payload and whether it goes out
+/// as a binary frame. The payload is a shared `Bytes`, so a broadcast still
+/// queues the same buffer to every recipient; the flag is one byte beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub data: Bytes,
+    pub binary: bool,
+}
+
+impl Frame {
+    pub fn text(data: Bytes) -> Self {
+        Frame {
+            data,
+            binary: false,
+        }
+    }
+
+    pub fn binary(data: Bytes) -> Self {
+        Frame { data, binary: true }
+    }
+}
+
+/// Every existing wire speaks text, so plain bytes are a text frame.
+impl From<Bytes> for Frame {
+    fn from(data: Bytes) -> Self {
+        Frame::text(data)
+    }
+}
+
 #[derive(Default)]
 struct OutboxState {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Frame>,
     close: Option<CloseRequest>,
 }
 
 /// What a session takes out of its outbox in one go.
 pub struct Drained {
-    pub frames: VecDeque<Bytes>,
+    pub frames: VecDeque<Frame>,
     pub close: Option<CloseRequest>,
 }
 
@@ -172,12 +201,17 @@ impl Connection {
     /// once per wire for all recipients). Returns false when the connection
     /// was dropped as a slow consumer or is closing.
     pub fn send_event(&self, event: &Event) -> bool {
-        self.send(event.encoded(self.wire))
+        match event.frame(self.wire) {
+            Some(frame) => self.send(frame),
+            None => true,
+        }
     }
 
-    /// Queues a frame. Never blocks; an overflowing queue closes the
-    /// connection with [`SLOW_CONSUMER`] and frees what it held.
-    pub fn send(&self, frame: Bytes) -> bool {
+    /// Queues a frame (text when given plain `Bytes`). Never blocks; an
+    /// overflowing queue closes the connection with [`SLOW_CONSUMER`] and
+    /// frees what it held.
+    pub fn send(&self, frame: impl Into<Frame>) -> bool {
+        let frame = frame.into();
         let mut state = self.state.lock();
         if state.close.is_some() {
             return false;
@@ -206,7 +240,7 @@ impl Connection {
             return;
         }
         if let Some(frame) = last_frame {
-            state.frames.push_back(frame);
+            state.frames.push_back(Frame::text(frame));
         }
         state.close = Some(close);
         drop(state);
@@ -288,7 +322,10 @@ mod tests {
         let drained = conn.drain();
         assert_eq!(
             drained.frames,
-            vec![Bytes::from_static(b"a"), Bytes::from_static(b"bye")]
+            vec![
+                Frame::text(Bytes::from_static(b"a")),
+                Frame::text(Bytes::from_static(b"bye"))
+            ]
         );
         assert_eq!(drained.close.map(|c| c.code), Some(4009));
     }

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 
-use super::connection::{SocketId, WIRE_VARIANTS, Wire};
+use super::connection::{Frame, SocketId, WIRE_VARIANTS, Wire};
 
 /// A JSON value kept as the exact text it arrived as. Forwarding never
 /// parses it: the `data` of an event is opaque to the server.
@@ -81,6 +81,12 @@ pub enum EventKind {
     MemberRemoved(Member),
     /// The channel's subscriber count changed (opt-in).
     SubscriptionCount(usize),
+    /// A message from server-side code (a custom route's handler) that is
+    /// delivered exactly as given, with no envelope: raw WebSocket
+    /// connections receive `payload` as a text or binary message. A wire
+    /// that cannot carry it encodes it as empty bytes and is skipped (the
+    /// Pusher wire forwards text as-is and skips binary).
+    Raw { payload: Bytes, binary: bool },
 }
 
 /// One event on one channel, shared by all its recipients.
@@ -90,6 +96,9 @@ pub struct Event {
     pub kind: EventKind,
     /// A connection that must not receive it (the sender, or `toOthers()`).
     pub exclude: Option<SocketId>,
+    /// Further connections to skip ("everyone but these"); empty, and so
+    /// allocation-free, for every event but such broadcasts.
+    also_exclude: Box<[SocketId]>,
     encoded: [OnceLock<Bytes>; WIRE_VARIANTS],
 }
 
@@ -99,8 +108,25 @@ impl Event {
             channel: channel.into(),
             kind,
             exclude,
+            also_exclude: Box::default(),
             encoded: Default::default(),
         }
+    }
+
+    /// Skips these connections too (a broadcast with an exclusion list).
+    pub fn also_excluding(mut self, sockets: impl IntoIterator<Item = SocketId>) -> Self {
+        self.also_exclude = sockets.into_iter().collect();
+        self
+    }
+
+    /// The further connections skipped (see [`Event::also_excluding`]).
+    pub fn also_excluded(&self) -> &[SocketId] {
+        &self.also_exclude
+    }
+
+    /// Whether the event goes out as a binary WebSocket frame.
+    pub fn is_binary(&self) -> bool {
+        matches!(self.kind, EventKind::Raw { binary: true, .. })
     }
 
     /// An application event.
@@ -128,9 +154,19 @@ impl Event {
             .clone()
     }
 
+    /// The outbox frame for `wire`, or `None` when that wire does not carry
+    /// this event (its encoding is empty: an empty message says nothing).
+    pub fn frame(&self, wire: &Wire) -> Option<Frame> {
+        let data = self.encoded(wire);
+        (!data.is_empty()).then_some(Frame {
+            data,
+            binary: self.is_binary(),
+        })
+    }
+
     /// Whether `socket` must be skipped.
     pub fn excludes(&self, socket: &SocketId) -> bool {
-        self.exclude.as_ref() == Some(socket)
+        self.exclude.as_ref() == Some(socket) || self.also_exclude.contains(socket)
     }
 }
 

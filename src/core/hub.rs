@@ -19,7 +19,7 @@ use parking_lot::{Mutex, RwLock};
 use super::adapter::Adapter;
 use super::app::AppConfig;
 use super::channel::ChannelSpec;
-use super::connection::{Connection, SocketId};
+use super::connection::{Connection, Frame, SocketId};
 use super::event::{Event, EventKind, Member};
 use super::stats::AppStats;
 
@@ -267,13 +267,17 @@ impl Hub {
         let subscribers = channel.state.lock().subscribers.clone();
         let mut delivered = 0;
         let mut bytes = 0;
+        let binary = event.is_binary();
         for conn in subscribers.iter() {
             if event.excludes(&conn.socket_id) {
                 continue;
             }
-            let frame = event.encoded(conn.wire);
-            bytes += frame.len();
-            if conn.send(frame) {
+            let data = event.encoded(conn.wire);
+            if data.is_empty() {
+                continue; // this wire does not carry this kind of event
+            }
+            bytes += data.len();
+            if conn.send(Frame { data, binary }) {
                 delivered += 1;
             }
         }
@@ -434,6 +438,7 @@ mod tests {
             EventKind::MemberAdded(m) => format!("added:{}", m.key),
             EventKind::MemberRemoved(m) => format!("removed:{}", m.key),
             EventKind::SubscriptionCount(n) => format!("count:{n}"),
+            EventKind::Raw { payload, .. } => String::from_utf8_lossy(payload).into_owned(),
         };
         Bytes::from(tag)
     }
@@ -448,7 +453,7 @@ mod tests {
         c.drain()
             .frames
             .into_iter()
-            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .map(|f| String::from_utf8(f.data.to_vec()).unwrap())
             .collect()
     }
 
@@ -483,6 +488,50 @@ mod tests {
             hub.channel("news").is_none(),
             "an empty channel is forgotten"
         );
+    }
+
+    fn skip_raw_binary(e: &Event) -> Bytes {
+        match &e.kind {
+            EventKind::Raw { binary: true, .. } => Bytes::new(),
+            _ => name_only(e),
+        }
+    }
+    static TEXT_ONLY: Wire = Wire {
+        name: "text-only",
+        slot: 2,
+        encode: skip_raw_binary,
+        notice: |_, _| None,
+    };
+
+    #[test]
+    fn raw_events_keep_their_frame_type_and_exclusion_list() {
+        let hub = Hub::new(AppConfig::default(), Arc::new(crate::core::adapter::LocalAdapter));
+        let spec = ChannelSpec::parse("room").unwrap();
+        let (a, b, c, t) = (
+            Connection::new(&W, 16),
+            Connection::new(&W, 16),
+            Connection::new(&W, 16),
+            Connection::new(&TEXT_ONLY, 16),
+        );
+        for conn in [&a, &b, &c, &t] {
+            hub.subscribe(conn, &spec, None, |_| {}).unwrap();
+        }
+        let event = Event::new(
+            "room",
+            EventKind::Raw {
+                payload: Bytes::from_static(b"\x00\x01"),
+                binary: true,
+            },
+            Some(a.socket_id.clone()),
+        )
+        .also_excluding([b.socket_id.clone()]);
+        assert_eq!(hub.publish(&Arc::new(event)), 1, "only c gets it");
+        assert!(a.drain().frames.is_empty() && b.drain().frames.is_empty());
+        assert!(t.drain().frames.is_empty(), "an empty encoding is skipped");
+        let got = c.drain().frames;
+        assert_eq!(got.len(), 1);
+        assert!(got[0].binary);
+        assert_eq!(&got[0].data[..], b"\x00\x01");
     }
 
     #[test]

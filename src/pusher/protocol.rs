@@ -89,6 +89,15 @@ pub fn encode_event(event: &Event) -> Bytes {
             channel,
             &format!("{{\"subscription_count\":{n}}}"),
         ),
+        // A custom route's raw message: text as-is (the sender chose to
+        // speak to Pusher clients too), binary skipped (empty = not carried).
+        EventKind::Raw { payload, binary } => {
+            if *binary {
+                Bytes::new()
+            } else {
+                payload.clone()
+            }
+        }
     }
 }
 

@@ -113,7 +113,7 @@ pub async fn run(
             biased;
             () = shutdown.cancelled() => {
                 let bye = wire::error(Some(RECONNECT), "server is shutting down; reconnect");
-                let _ = ws::send_batch(&mut socket, conn.drain().frames.into_iter().chain([bye]), CLOSE_TIMEOUT).await;
+                let _ = ws::send_batch(&mut socket, conn.drain().frames.into_iter().chain([bye.into()]), CLOSE_TIMEOUT).await;
                 ws::close(&mut socket, RECONNECT, "server shutting down", CLOSE_TIMEOUT).await;
                 break;
             }

@@ -75,7 +75,8 @@ pub fn encode_event(event: &Event) -> Bytes {
         EventKind::MemberRemoved(m) => {
             event_packet("presence:leaving", channel, &[&member_json(m)])
         }
-        EventKind::SubscriptionCount(_) => Bytes::new(),
+        // Counts and custom routes' raw frames mean nothing to Echo.
+        EventKind::SubscriptionCount(_) | EventKind::Raw { .. } => Bytes::new(),
     }
 }
 

@@ -139,10 +139,14 @@ impl SocketIoFrontend {
                     () = conn.ready() => {}
                 }
                 let drained = conn.drain();
-                for frame in drained.frames.into_iter().filter(|f| !f.is_empty()) {
+                for frame in drained
+                    .frames
+                    .into_iter()
+                    .filter(|f| !f.data.is_empty() && !f.binary)
+                {
                     // SAFETY: as in `emit`.
                     if socket
-                        .emit(unsafe { Str::from_bytes_unchecked(frame) })
+                        .emit(unsafe { Str::from_bytes_unchecked(frame.data) })
                         .is_err()
                     {
                         socket.close(DisconnectReason::ClosingServer);

@@ -14,6 +14,8 @@ pub const LEAVE: &str = "l";
 pub const TERMINATE: &str = "k";
 pub const QUERY: &str = "q";
 pub const REPLY: &str = "r";
+/// A custom route's raw frame (text or binary, base64 in `p`).
+pub const RAW: &str = "w";
 
 /// A cluster message. Fields unused by a kind are omitted.
 #[derive(Serialize, Deserialize, Default, Debug)]
@@ -49,6 +51,14 @@ pub struct Message {
     /// Query id (queries and replies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub q: Option<u64>,
+    /// Raw frame payload (base64) and whether it is binary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub b: bool,
+    /// More excluded sockets (broadcasts with an exclusion list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xs: Vec<String>,
     /// Reply: (channel, local subscription count) pairs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s: Option<Vec<(String, usize)>>,

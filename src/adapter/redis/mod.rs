@@ -36,7 +36,7 @@ use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{Notify, mpsc};
 
-use self::message::{EVENT, JOIN, LEAVE, Message, QUERY, REPLY, TERMINATE};
+use self::message::{EVENT, JOIN, LEAVE, Message, QUERY, RAW, REPLY, TERMINATE};
 use self::replica::{Change, Replica};
 use crate::core::adapter::{Adapter, BoxFuture};
 use crate::core::connection::SocketId;
@@ -442,6 +442,24 @@ impl RedisAdapter {
                     },
                     msg.x.map(|x| SocketId::from_raw(&x)),
                 );
+                let event = event.also_excluding(msg.xs.iter().map(|x| SocketId::from_raw(x)));
+                hub.publish(&Arc::new(event));
+            }
+            RAW if !mine => {
+                use base64::Engine;
+                let (Some(hub), Some(channel), Some(payload)) = (self.hub(&msg.a), msg.c, msg.p)
+                else {
+                    return;
+                };
+                let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(payload) else {
+                    return;
+                };
+                let kind = EventKind::Raw {
+                    payload: bytes.into(),
+                    binary: msg.b,
+                };
+                let event = Event::new(channel, kind, msg.x.map(|x| SocketId::from_raw(&x)))
+                    .also_excluding(msg.xs.iter().map(|x| SocketId::from_raw(x)));
                 hub.publish(&Arc::new(event));
             }
             JOIN => {
@@ -566,23 +584,41 @@ impl Adapter for RedisAdapter {
 
     fn publish(&self, hub: &Arc<Hub>, event: Arc<Event>) {
         hub.publish(&event);
-        if let EventKind::Message {
-            name,
-            data,
-            user_id,
-        } = &event.kind
-        {
-            self.broadcast(&Message {
+        let base = Message {
+            o: self.id.clone(),
+            a: hub.app.id.clone(),
+            c: Some(event.channel.to_string()),
+            x: event.exclude.as_ref().map(|s| s.as_str().to_string()),
+            xs: event
+                .also_excluded()
+                .iter()
+                .map(|s| s.as_str().to_string())
+                .collect(),
+            ..Message::default()
+        };
+        match &event.kind {
+            EventKind::Message {
+                name,
+                data,
+                user_id,
+            } => self.broadcast(&Message {
                 t: EVENT.into(),
-                o: self.id.clone(),
-                a: hub.app.id.clone(),
-                c: Some(event.channel.to_string()),
                 n: Some(name.to_string()),
                 d: message::raw(data),
-                x: event.exclude.as_ref().map(|s| s.as_str().to_string()),
                 u: user_id.as_ref().map(|u| u.to_string()),
-                ..Message::default()
-            });
+                ..base
+            }),
+            EventKind::Raw { payload, binary } => {
+                use base64::Engine;
+                self.broadcast(&Message {
+                    t: RAW.into(),
+                    p: Some(base64::engine::general_purpose::STANDARD.encode(payload)),
+                    b: *binary,
+                    ..base
+                });
+            }
+            // Presence and counts are derived on every node, never sent.
+            _ => {}
         }
     }
 
