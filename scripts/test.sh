@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: Rust unit/integration tests, the pusher-js /
-# laravel-echo suite (Node), the Python SDK suite, and a short load-tool
-# smoke run. Installs what the suites need on first use (npm ci, a Python
+# laravel-echo suite, the Laravel bridge suite (Socket.IO, Redis), the
+# cluster suite (several nodes over a redis-server it starts), the Python
+# SDK suite, Autobahn conformance, the browser test of the chat example,
+# and a short load-tool smoke run. Installs what the suites need on first use (npm ci, a Python
 # venv under target/). Prints "tests: N passed, M failed" last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +40,7 @@ node_suite() {
 }
 node_suite tests/js "pusher-js, laravel-echo (Pusher protocol)"
 node_suite tests/laravel "Laravel bridge (Redis, auth endpoint, Socket.IO 2.x/4.x, laravel-echo-server)"
+node_suite tests/cluster "cluster (several nodes over Redis)"
 
 step "Python suite (pusher SDK)"
 VENV="$ROOT/target/pyvenv"
@@ -49,6 +52,17 @@ p=$(grep -Eo '[0-9]+ passed' "$LOG/py.txt" | tail -1 | awk '{print $1}')
 f=$(grep -Eo '[0-9]+ (failed|error|errors)' "$LOG/py.txt" | awk '{s+=$1} END {print s+0}')
 [ -z "$p" ] && [ "$f" -eq 0 ] && f=1
 add "${p:-0}" "$f"
+
+step "RFC 6455 conformance (Autobahn, no deflate): echo example"
+if tests/autobahn.sh 2>&1 | tee "$LOG/ab1.txt"; then add 1 0; else add 0 1; fi
+step "RFC 6455 conformance (Autobahn, no deflate): custom route on resonance start"
+if tests/autobahn.sh --main 2>&1 | tee "$LOG/ab2.txt"; then add 1 0; else add 0 1; fi
+
+step "browser: chat example in headless Chromium"
+tests/browser/run.sh > "$LOG/browser.txt" 2>&1
+brc=$?
+cat "$LOG/browser.txt"
+if grep -q "browser test skipped" "$LOG/browser.txt"; then :; elif [ "$brc" -eq 0 ]; then add 1 0; else add 0 1; fi
 
 if [ -x bench/run.sh ]; then
   step "load tool smoke run"
