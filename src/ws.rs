@@ -185,6 +185,22 @@ pub async fn finish_after_error(ws: &mut Socket, timeout: Duration) {
     let _ = tokio::time::timeout(timeout, ws.next()).await;
 }
 
+/// Ends a connection after the crate reported `error`: makes sure the right
+/// close frame (1002, 1007, 1009 ...) reaches the peer. Over the size limit
+/// across fragments, the crate reports the error without queuing a close
+/// frame, so 1009 is sent here (when it did queue one, this send is refused
+/// and the flush sends the crate's). Then it lingers so the frame is read
+/// before the socket closes.
+pub async fn close_after_error(ws: &mut Socket, error: &WsError, timeout: Duration) {
+    if matches!(error, WsError::PayloadTooLong { .. }) {
+        close(ws, 1009, "message too big", timeout).await;
+    }
+    finish_after_error(ws, timeout).await;
+    if !matches!(error, WsError::Io(_)) {
+        linger(ws, timeout).await;
+    }
+}
+
 /// After a close caused by a protocol error: sends FIN, then reads and
 /// discards what the peer still sends (bounded by `timeout`). Closing a
 /// socket with unread input makes the kernel answer with a reset, which can

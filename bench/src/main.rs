@@ -38,7 +38,9 @@ struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct Common {
-    /// WebSocket base URL of the server.
+    /// WebSocket base URL of the server; several comma-separated URLs (the
+    /// nodes of a cluster) take the connections round-robin, and the API goes
+    /// to the first.
     #[arg(long, global = true, default_value = "ws://127.0.0.1:6001")]
     pub url: String,
     /// HTTP API base URL (default: derived from --url).
@@ -243,13 +245,21 @@ fn main() {
 
 async fn async_main(cli: Cli, nofile: Option<u64>) -> i32 {
     let c = cli.common;
+    // The API goes to the first URL; subscribers spread over all of them.
+    let first_url = c
+        .url
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let http_base = c.http.clone().unwrap_or_else(|| {
-        if let Some(rest) = c.url.strip_prefix("wss://") {
+        if let Some(rest) = first_url.strip_prefix("wss://") {
             format!("https://{rest}")
-        } else if let Some(rest) = c.url.strip_prefix("ws://") {
+        } else if let Some(rest) = first_url.strip_prefix("ws://") {
             format!("http://{rest}")
         } else {
-            c.url.clone()
+            first_url.clone()
         }
     });
     let timeout = Duration::from_secs_f64(c.timeout.max(0.1));

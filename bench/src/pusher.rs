@@ -76,10 +76,11 @@ pub async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("cannot resolve {host}"))
 }
 
-/// Where and how to open Pusher connections.
+/// Where and how to open Pusher connections. Several comma-separated URLs
+/// (the nodes of a cluster) are used round-robin, one per connection.
 pub struct Target {
-    pub addr: SocketAddr,
-    builder: ClientBuilder<'static>,
+    endpoints: Vec<(SocketAddr, ClientBuilder<'static>)>,
+    next_endpoint: AtomicUsize,
     sources: Vec<IpAddr>,
     next_src: AtomicUsize,
     pub key: String,
@@ -95,23 +96,30 @@ impl Target {
         source_ips: u8,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let u = parse_url(url)?;
-        if u.scheme != "ws" {
-            return Err(format!("only ws:// is supported, got {url}"));
+        let mut endpoints = Vec::new();
+        for url in url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            let u = parse_url(url)?;
+            if u.scheme != "ws" {
+                return Err(format!("only ws:// is supported, got {url}"));
+            }
+            let addr = resolve(&u.host, u.port).await?;
+            let host = if u.host.contains(':') {
+                format!("[{}]", u.host)
+            } else {
+                u.host.clone()
+            };
+            let uri = format!(
+                "ws://{host}:{}{}/app/{key}?protocol=7&client=js&version=8.4.0&flash=false",
+                u.port, u.prefix
+            );
+            let builder = ClientBuilder::new()
+                .uri(&uri)
+                .map_err(|e| format!("bad websocket uri {uri}: {e}"))?;
+            endpoints.push((addr, builder));
         }
-        let addr = resolve(&u.host, u.port).await?;
-        let host = if u.host.contains(':') {
-            format!("[{}]", u.host)
-        } else {
-            u.host.clone()
+        let Some(&(addr, _)) = endpoints.first() else {
+            return Err("no --url given".into());
         };
-        let uri = format!(
-            "ws://{host}:{}{}/app/{key}?protocol=7&client=js&version=8.4.0&flash=false",
-            u.port, u.prefix
-        );
-        let builder = ClientBuilder::new()
-            .uri(&uri)
-            .map_err(|e| format!("bad websocket uri {uri}: {e}"))?;
         // Spread connections over several loopback source addresses so that more than one
         // ephemeral port range is available (each source address has its own).
         let sources = match addr.ip() {
@@ -121,8 +129,8 @@ impl Target {
             _ => Vec::new(),
         };
         Ok(Target {
-            addr,
-            builder,
+            endpoints,
+            next_endpoint: AtomicUsize::new(0),
             sources,
             next_src: AtomicUsize::new(0),
             key: key.to_string(),
@@ -131,8 +139,8 @@ impl Target {
         })
     }
 
-    async fn tcp(&self) -> Result<TcpStream, Fail> {
-        let sock = if self.addr.is_ipv4() {
+    async fn tcp(&self, addr: SocketAddr) -> Result<TcpStream, Fail> {
+        let sock = if addr.is_ipv4() {
             TcpSocket::new_v4()
         } else {
             TcpSocket::new_v6()
@@ -144,7 +152,7 @@ impl Target {
             sock.bind(SocketAddr::new(src, 0))
                 .map_err(|_| Fail::Connect)?;
         }
-        let s = sock.connect(self.addr).await.map_err(|e| {
+        let s = sock.connect(addr).await.map_err(|e| {
             if e.kind() == std::io::ErrorKind::ConnectionRefused {
                 Fail::Refused
             } else {
@@ -158,9 +166,10 @@ impl Target {
     /// TCP connect, WebSocket upgrade, wait for `pusher:connection_established`.
     /// Returns the stream and the socket id.
     pub async fn open(&self) -> Result<(Ws, String), Fail> {
-        let stream = self.tcp().await?;
-        let (mut ws, _) = self
-            .builder
+        let i = self.next_endpoint.fetch_add(1, Relaxed) % self.endpoints.len();
+        let (addr, builder) = &self.endpoints[i];
+        let stream = self.tcp(*addr).await?;
+        let (mut ws, _) = builder
             .connect_on(stream)
             .await
             .map_err(|_| Fail::Handshake)?;

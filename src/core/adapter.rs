@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
 use super::connection::SocketId;
-use super::event::{Event, EventKind, Member};
+use super::event::{Event, Member};
 use super::hub::{ChannelSummary, Hub};
 use super::node::Node;
 
@@ -37,21 +37,12 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// A user's first connection on this node joined a presence channel.
     fn member_joined(&self, hub: &Hub, channel: &str, member: &Member, socket: &SocketId) {
-        let event = Event::new(
-            channel,
-            EventKind::MemberAdded(member.clone()),
-            Some(socket.clone()),
-        );
-        hub.publish(&Arc::new(event));
+        hub.announce_member_added(channel, member.clone(), Some(socket.clone()));
     }
 
     /// A user's last connection on this node left a presence channel.
     fn member_left(&self, hub: &Hub, channel: &str, member: &Member) {
-        hub.publish(&Arc::new(Event::new(
-            channel,
-            EventKind::MemberRemoved(member.clone()),
-            None,
-        )));
+        hub.announce_member_removed(channel, member.clone());
     }
 
     /// Presence members that live on other nodes.

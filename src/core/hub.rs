@@ -285,6 +285,25 @@ impl Hub {
         delivered
     }
 
+    /// Tells this node's subscribers of `channel` that `member` arrived
+    /// (except `joiner`, the connection that joined).
+    pub fn announce_member_added(&self, channel: &str, member: Member, joiner: Option<SocketId>) {
+        self.publish(&Arc::new(Event::new(
+            channel,
+            EventKind::MemberAdded(member),
+            joiner,
+        )));
+    }
+
+    /// Tells this node's subscribers of `channel` that `member` left.
+    pub fn announce_member_removed(&self, channel: &str, member: Member) {
+        self.publish(&Arc::new(Event::new(
+            channel,
+            EventKind::MemberRemoved(member),
+            None,
+        )));
+    }
+
     /// The last event of a cache channel, if it has not expired.
     pub fn cached(&self, channel: &str) -> Option<Arc<Event>> {
         let mut cache = self.cache.lock();
@@ -505,7 +524,10 @@ mod tests {
 
     #[test]
     fn raw_events_keep_their_frame_type_and_exclusion_list() {
-        let hub = Hub::new(AppConfig::default(), Arc::new(crate::core::adapter::LocalAdapter));
+        let hub = Hub::new(
+            AppConfig::default(),
+            Arc::new(crate::core::adapter::LocalAdapter),
+        );
         let spec = ChannelSpec::parse("room").unwrap();
         let (a, b, c, t) = (
             Connection::new(&W, 16),

@@ -317,17 +317,7 @@ pub(crate) async fn drive(
                     if code != ABNORMAL && inbox_open {
                         let _ = tx.try_send(Inbound::Error(ProtocolError { close_code: code, message: e.to_string() }));
                     }
-                    if matches!(e, WsError::PayloadTooLong { .. }) {
-                        // Over the limit across fragments, the crate reports the
-                        // error without queuing a close frame: send it here (when
-                        // it did queue one, this send is refused and the flush
-                        // below sends the crate's).
-                        ws::close(&mut socket, 1009, "message too big", CLOSE_TIMEOUT).await;
-                    }
-                    ws::finish_after_error(&mut socket, CLOSE_TIMEOUT).await;
-                    if code != ABNORMAL {
-                        ws::linger(&mut socket, CLOSE_TIMEOUT).await;
-                    }
+                    ws::close_after_error(&mut socket, &e, CLOSE_TIMEOUT).await;
                     break CloseStatus { code, reason: e.to_string() };
                 }
                 Some(Ok(message)) => {

@@ -136,7 +136,7 @@ pub async fn run(
                     Some(Err(e)) => {
                         tracing::debug!(socket_id = %conn.socket_id, error = %e, "websocket error");
                         session.hub.stats.error("websocket_protocol");
-                        ws::finish_after_error(&mut socket, CLOSE_TIMEOUT).await;
+                        ws::close_after_error(&mut socket, &e, CLOSE_TIMEOUT).await;
                         break;
                     }
                     Some(Ok(message)) => session.handle_message(message),

@@ -163,20 +163,25 @@ impl RedisAdapter {
     /// Delivers presence changes to this node's clients.
     fn deliver(&self, changes: Vec<Change>) {
         for change in changes {
-            let (app, channel, kind) = match change {
+            match change {
                 Change::Added {
                     app,
                     channel,
                     member,
-                } => (app, channel, EventKind::MemberAdded(member)),
+                } => {
+                    if let Some(hub) = self.hub(&app) {
+                        hub.announce_member_added(&channel, member, None);
+                    }
+                }
                 Change::Removed {
                     app,
                     channel,
                     member,
-                } => (app, channel, EventKind::MemberRemoved(member)),
-            };
-            if let Some(hub) = self.hub(&app) {
-                hub.publish(&Arc::new(Event::new(channel, kind, None)));
+                } => {
+                    if let Some(hub) = self.hub(&app) {
+                        hub.announce_member_removed(&channel, member);
+                    }
+                }
             }
         }
     }
@@ -472,12 +477,11 @@ impl RedisAdapter {
                     .lock()
                     .join(&msg.a, channel, &msg.o, member.clone());
                 if added && let Some(hub) = self.hub(&msg.a) {
-                    let exclude = msg.x.map(|x| SocketId::from_raw(&x));
-                    hub.publish(&Arc::new(Event::new(
+                    hub.announce_member_added(
                         channel,
-                        EventKind::MemberAdded(member),
-                        exclude,
-                    )));
+                        member,
+                        msg.x.map(|x| SocketId::from_raw(&x)),
+                    );
                 }
             }
             LEAVE => {
@@ -486,11 +490,7 @@ impl RedisAdapter {
                 };
                 let removed = self.replica.lock().leave(&msg.a, channel, &msg.o, user);
                 if let (Some(member), Some(hub)) = (removed, self.hub(&msg.a)) {
-                    hub.publish(&Arc::new(Event::new(
-                        channel,
-                        EventKind::MemberRemoved(member),
-                        None,
-                    )));
+                    hub.announce_member_removed(channel, member);
                 }
             }
             TERMINATE if !mine => {
@@ -636,12 +636,7 @@ impl Adapter for RedisAdapter {
             .join(app, channel, &self.id, member.clone())
         {
             // Redis is away: tell local clients now; the resync re-announces.
-            let event = Event::new(
-                channel,
-                EventKind::MemberAdded(member.clone()),
-                Some(socket.clone()),
-            );
-            hub.publish(&Arc::new(event));
+            hub.announce_member_added(channel, member.clone(), Some(socket.clone()));
         }
     }
 
@@ -664,11 +659,7 @@ impl Adapter for RedisAdapter {
             .lock()
             .leave(app, channel, &self.id, &member.key)
         {
-            hub.publish(&Arc::new(Event::new(
-                channel,
-                EventKind::MemberRemoved(gone),
-                None,
-            )));
+            hub.announce_member_removed(channel, gone);
         }
     }
 
