@@ -32,6 +32,14 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Log filter (`info`, `debug`, `resonance=trace`, ...).
     pub log: String,
+    /// PEM certificate (chain) and key: serve `wss://` and `https://`.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    /// Extra PEM certificates appended to the chain (laravel-echo-server's
+    /// `sslCertChainPath`).
+    pub tls_chain: Option<String>,
+    /// CORS on the HTTP API, for apps that call it from a browser.
+    pub api_cors: Option<ApiCors>,
     /// A path serving a built-in echo WebSocket route (for conformance
     /// checks such as Autobahn; it accepts messages up to 16 MiB); off when
     /// unset.
@@ -52,8 +60,22 @@ impl Default for ServerConfig {
             max_request_bytes: 1024 * 1024,
             log: "info".into(),
             echo_path: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_chain: None,
+            api_cors: None,
         }
     }
+}
+
+/// CORS answers of the HTTP API (`[server.api_cors]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiCors {
+    /// `Access-Control-Allow-Origin` (an origin, or `*`).
+    pub allow_origin: String,
+    pub allow_methods: String,
+    pub allow_headers: String,
 }
 
 /// Horizontal scaling (the `[cluster]` table).
@@ -164,6 +186,12 @@ impl Config {
         set(env, "RESONANCE_OUTBOX_LIMIT", &mut s.outbox_limit)?;
         set(env, "RESONANCE_MAX_REQUEST_BYTES", &mut s.max_request_bytes)?;
         set(env, "RESONANCE_LOG", &mut s.log)?;
+        if let Some(cert) = env("RESONANCE_TLS_CERT").filter(|v| !v.is_empty()) {
+            s.tls_cert = Some(cert);
+        }
+        if let Some(key) = env("RESONANCE_TLS_KEY").filter(|v| !v.is_empty()) {
+            s.tls_key = Some(key);
+        }
         let c = &mut self.cluster;
         set(env, "RESONANCE_ADAPTER", &mut c.adapter)?;
         set(env, "RESONANCE_CLUSTER_PREFIX", &mut c.prefix)?;
@@ -254,6 +282,11 @@ impl Config {
         if s.pong_timeout == 0 || s.write_timeout == 0 {
             return Err(
                 "server.pong_timeout and server.write_timeout: must be at least 1 second".into(),
+            );
+        }
+        if s.tls_cert.is_some() != s.tls_key.is_some() {
+            return Err(
+                "server.tls_cert and server.tls_key: give both (PEM files) or neither".into(),
             );
         }
         let c = &self.cluster;

@@ -26,6 +26,8 @@ struct EchoFile {
     protocol: Option<String>,
     ssl_cert_path: Option<String>,
     ssl_key_path: Option<String>,
+    ssl_cert_chain_path: Option<String>,
+    ssl_passphrase: Option<String>,
     subscribers: Option<Value>,
     api_origin_allow: Option<Value>,
 }
@@ -142,30 +144,49 @@ pub fn load(
     let protocol = over("PROTO")
         .or(file.protocol)
         .unwrap_or_else(|| "http".into());
-    let ssl = over("SSL_CERT")
+    let cert = over("SSL_CERT")
         .or(file.ssl_cert_path)
-        .filter(|s| !s.is_empty())
-        .is_some()
-        || over("SSL_KEY")
-            .or(file.ssl_key_path)
-            .filter(|s| !s.is_empty())
-            .is_some();
-    if protocol == "https" || ssl {
-        warnings.push(
-            "protocol https / sslCertPath / sslKeyPath: TLS is not terminated by Resonance yet; serving plain HTTP — put nginx or another TLS proxy in front".into(),
-        );
+        .filter(|s| !s.is_empty());
+    let key = over("SSL_KEY")
+        .or(file.ssl_key_path)
+        .filter(|s| !s.is_empty());
+    let chain = over("SSL_CHAIN")
+        .or(file.ssl_cert_chain_path)
+        .filter(|s| !s.is_empty());
+    if protocol == "https" {
+        match (cert, key) {
+            (Some(cert), Some(key)) => {
+                config.server.tls_cert = Some(cert);
+                config.server.tls_key = Some(key);
+                config.server.tls_chain = chain;
+            }
+            _ => return Err("protocol \"https\" needs sslCertPath and sslKeyPath".into()),
+        }
+        if over("SSL_PASS")
+            .or(file.ssl_passphrase)
+            .is_some_and(|p| !p.is_empty())
+        {
+            warnings.push("sslPassphrase: encrypted keys are not supported; decrypt the key file (openssl pkey -in key.pem -out plain.pem)".into());
+        }
     }
-    if file
-        .api_origin_allow
-        .as_ref()
-        .and_then(|a| a.get("allowCors"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
+    if let Some(allow) = file.api_origin_allow.as_ref()
+        && allow
+            .get("allowCors")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
     {
-        warnings.push(
-            "apiOriginAllow: CORS on the HTTP API is not served; call the API from your backend"
-                .into(),
-        );
+        let text = |k: &str| {
+            allow
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        config.server.api_cors = Some(crate::config::ApiCors {
+            allow_origin: text("allowOrigin"),
+            allow_methods: text("allowMethods"),
+            allow_headers: text("allowHeaders"),
+        });
     }
     config.apps = vec![app];
     config.apply_env(&|name| env(name))?;
@@ -180,7 +201,7 @@ mod tests {
     const INIT_OUTPUT: &str = r#"{"authHost":"http://localhost","authEndpoint":"/broadcasting/auth","clients":[{"appId":"a1b2c3d4e5f6a7b8","key":"0123456789abcdef0123456789abcdef"}],
  "database":"redis","databaseConfig":{"redis":{"port":"6380","password":"p@ss","keyPrefix":"laravel_database_"},"sqlite":{"databasePath":"/database/laravel-echo-server.sqlite"}},
  "devMode":true,"host":null,"port":"6001","protocol":"https","socketio":{},
- "sslCertPath":"/x.pem","sslKeyPath":"","sslCertChainPath":"","sslPassphrase":"",
+ "sslCertPath":"/x.pem","sslKeyPath":"/k.pem","sslCertChainPath":"","sslPassphrase":"",
  "subscribers":{"http":true,"redis":true},
  "apiOriginAllow":{"allowCors":false,"allowOrigin":"","allowMethods":"","allowHeaders":""}}"#;
 
@@ -202,7 +223,8 @@ mod tests {
         assert_eq!(config.server.host, "0.0.0.0");
         assert_eq!(config.server.port, 6001);
         assert_eq!(config.server.log, "debug");
-        assert!(warnings.iter().any(|w| w.contains("TLS")), "{warnings:?}");
+        assert_eq!(config.server.tls_cert.as_deref(), Some("/x.pem"));
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 
     #[test]

@@ -35,4 +35,5 @@ pub mod pusher;
 pub mod server;
 pub mod signing;
 pub mod socketio;
+pub mod tls;
 pub mod ws;

@@ -45,6 +45,8 @@ struct State {
     socketio: Option<(Arc<Hub>, SocketIoService)>,
     /// Custom WebSocket and HTTP routes (the library API).
     custom: custom::mount::Mount,
+    /// TLS termination, when a certificate is configured.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// A bound, not yet running server.
@@ -93,6 +95,13 @@ impl Server {
         let listener = listen(&config.server.host, config.server.port).await?;
         let node = Node::new(config.apps, adapter);
         node.adapter().ready().await;
+        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                crate::tls::acceptor(cert, key, config.server.tls_chain.as_deref())
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+            ),
+            _ => None,
+        };
         let server_config = Arc::new(config.server);
         let (shutdown, sessions) = (CancellationToken::new(), TaskTracker::new());
         let socketio = node.hubs().iter().find(|h| h.app.socketio).map(|hub| {
@@ -120,6 +129,7 @@ impl Server {
             ready: AtomicBool::new(true),
             socketio,
             custom,
+            tls,
         });
         Ok(Server { listener, state })
     }
@@ -168,14 +178,13 @@ impl Server {
                         let _ = stream.set_nodelay(true);
                         let state = state.clone();
                         tokio::spawn(async move {
-                            let service = service_fn(move |req| handle(state.clone(), req));
-                            let conn = hyper::server::conn::http1::Builder::new()
-                                .timer(TokioTimer::new())
-                                .header_read_timeout(Duration::from_secs(30))
-                                .serve_connection(TokioIo::new(stream), service)
-                                .with_upgrades();
-                            if let Err(e) = conn.await {
-                                tracing::debug!(error = %e, "http connection ended with an error");
+                            match state.tls.clone() {
+                                None => serve_http(state, stream).await,
+                                Some(tls) => match tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await {
+                                    Ok(Ok(stream)) => serve_http(state, stream).await,
+                                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                                },
                             }
                         });
                     }
@@ -205,6 +214,22 @@ impl Server {
         state.node.adapter().shutdown().await;
         sweeper.abort();
         ingress.iter().for_each(|task| task.abort());
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades) on one accepted connection, plain or TLS.
+async fn serve_http<I>(state: Arc<State>, io: I)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| handle(state.clone(), req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "http connection ended with an error");
     }
 }
 
@@ -349,7 +374,44 @@ async fn socketio(state: &State, req: Request<Incoming>) -> Response<Body> {
     Response::from_parts(parts, Full::new(bytes))
 }
 
+/// The API with the configured CORS headers (laravel-echo-server's
+/// `apiOriginAllow`), preflights included.
 async fn api(state: &State, req: Request<Incoming>) -> Response<Body> {
+    let Some(cors) = &state.config.api_cors else {
+        return api_call(state, req).await;
+    };
+    let mut response = if req.method() == Method::OPTIONS {
+        let mut r = respond(StatusCode::NO_CONTENT, "text/plain", "");
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        r
+    } else {
+        api_call(state, req).await
+    };
+    let h = response.headers_mut();
+    for (name, value) in [
+        (
+            hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            &cors.allow_origin,
+        ),
+        (
+            hyper::header::ACCESS_CONTROL_ALLOW_METHODS,
+            &cors.allow_methods,
+        ),
+        (
+            hyper::header::ACCESS_CONTROL_ALLOW_HEADERS,
+            &cors.allow_headers,
+        ),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(value)
+            && !value.is_empty()
+        {
+            h.insert(name, v);
+        }
+    }
+    response
+}
+
+async fn api_call(state: &State, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, state.config.max_request_bytes)
         .collect()

@@ -67,11 +67,13 @@ pub async fn handle(node: &Node, req: &ApiRequest<'_>) -> ApiResult {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    // Unsigned requests are laravel-echo-server API calls (key as Bearer
-    // token or auth_key); signed ones are the Pusher API.
-    if param("auth_signature").is_none()
-        && let Some(rest) = req.path.strip_prefix("/apps/")
-    {
+    // laravel-echo-server API calls carry the key as a Bearer token or a
+    // bare auth_key (no signature), or ask for its own `/status`; all else
+    // is the Pusher API (where a request without credentials is a 401).
+    let echo_style = req.bearer.is_some()
+        || (param("auth_key").is_some() && param("auth_signature").is_none())
+        || req.path.ends_with("/status");
+    if echo_style && let Some(rest) = req.path.strip_prefix("/apps/") {
         let segments: Vec<&str> = rest.split('/').collect();
         return echo::handle(
             node,

@@ -34,12 +34,23 @@ struct LaravelMessage<'a> {
 }
 
 /// Turns one published message into an event, or says why it cannot.
-pub fn parse_message(channel: &str, payload: &[u8]) -> Result<Event, String> {
+/// The app's limits apply as on the HTTP API: `max_data_bytes` of data and
+/// 200 characters of event name.
+pub fn parse_message(
+    channel: &str,
+    payload: &[u8],
+    max_data_bytes: usize,
+) -> Result<Event, String> {
     let msg: LaravelMessage =
         serde_json::from_slice(payload).map_err(|e| format!("not a Laravel broadcast ({e})"))?;
     ChannelSpec::parse(channel).map_err(|e| format!("bad channel: {e}"))?;
-    if msg.event.is_empty() {
-        return Err("empty event name".into());
+    if msg.event.is_empty() || msg.event.len() > 200 {
+        return Err("event name must be 1 to 200 characters".into());
+    }
+    if msg.data.is_some_and(|d| d.get().len() > max_data_bytes + 2) {
+        return Err(format!(
+            "data is larger than the app's max_event_bytes ({max_data_bytes})"
+        ));
     }
     let exclude = match msg.socket {
         Some(serde_json::Value::String(s)) if !s.is_empty() => Some(SocketId::from_raw(&s)),
@@ -99,7 +110,7 @@ pub async fn run(hub: Arc<Hub>) {
                     }
                     // Every node consumes Laravel's publishes itself, so the
                     // event goes to this node's clients only (no re-broadcast).
-                    match parse_message(channel, msg.get_payload_bytes()) {
+                    match parse_message(channel, msg.get_payload_bytes(), hub.app.max_event_bytes) {
                         Ok(event) => {
                             hub.publish(&Arc::new(event));
                         }
@@ -162,6 +173,7 @@ mod tests {
         let e = parse_message(
             "orders",
             br#"{"event":"App\\Events\\OrderShipped","data":{"id":5},"socket":null}"#,
+            100,
         )
         .unwrap();
         assert!(e.exclude.is_none());
@@ -175,12 +187,15 @@ mod tests {
         let e = parse_message(
             "private-a",
             br#"{"event":"X","data":"text","socket":"123.456"}"#,
+            100,
         )
         .unwrap();
         assert_eq!(e.exclude.as_ref().map(|s| s.as_str()), Some("123.456"));
-        assert!(parse_message("orders", b"not json").is_err());
-        assert!(parse_message("orders", br#"{"data":{}}"#).is_err());
-        assert!(parse_message("bad channel", br#"{"event":"X","data":{}}"#).is_err());
+        assert!(parse_message("orders", b"not json", 100).is_err());
+        assert!(parse_message("orders", br#"{"data":{}}"#, 100).is_err());
+        assert!(parse_message("bad channel", br#"{"event":"X","data":{}}"#, 100).is_err());
+        let big = format!(r#"{{"event":"X","data":"{}"}}"#, "x".repeat(200));
+        assert!(parse_message("orders", big.as_bytes(), 100).is_err());
     }
 
     #[test]
