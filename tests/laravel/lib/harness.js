@@ -14,24 +14,65 @@
 // - pusher-js / Echo pusher clients and a raw Pusher-protocol `ws` client.
 // Every wait has a timeout and fails with a message that says what was expected.
 
-import { spawn, execFile } from 'node:child_process';
-import crypto from 'node:crypto';
-import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, afterEach } from 'node:test';
 import Echo from 'laravel-echo';
 import Pusher from 'pusher-js';
 import io2 from 'sio2';
 import { io as io4 } from 'sio4';
 import WebSocket from 'ws';
+import {
+  BIN,
+  DEFAULT_WAIT_MS,
+  REPO_ROOT,
+  ManagedProcess,
+  RedisServer,
+  createClientTracker,
+  envWithout,
+  fetchJson,
+  freePort,
+  hmacHex,
+  httpsGet,
+  localChannelAuthorization,
+  makeRawClientBase,
+  md5Hex,
+  printServerTails,
+  pusherConnectOptions,
+  pusherSubscribeWith,
+  readBody,
+  signApiRequest,
+  signChannel,
+  signedApiRequest,
+  sleep,
+  spawnAndWaitUp,
+  startRedisWith,
+  toToml,
+  tryJson,
+  uid,
+  waitUntil,
+  withRetries,
+  withTimeout,
+} from '../../common/harness-core.js';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-export const REPO_ROOT = path.resolve(HERE, '..', '..', '..');
-export const BIN = process.env.RESONANCE_BIN || path.join(REPO_ROOT, 'target', 'release', 'resonance');
+export {
+  BIN,
+  DEFAULT_WAIT_MS,
+  REPO_ROOT,
+  freePort,
+  hmacHex,
+  httpsGet,
+  md5Hex,
+  signApiRequest,
+  signChannel,
+  sleep,
+  toToml,
+  uid,
+  waitUntil,
+  withTimeout,
+};
 
 export const APP = Object.freeze({
   id: '515151',
@@ -39,7 +80,6 @@ export const APP = Object.freeze({
   secret: 'laravel-test-secret',
 });
 
-export const DEFAULT_WAIT_MS = 5000;
 /** seconds given to the server as RESONANCE_AUTH_TIMEOUT */
 export const AUTH_TIMEOUT_S = 1;
 /** how long the auth endpoint sleeps for channels containing "slow" */
@@ -48,163 +88,17 @@ export const SLOW_AUTH_MS = 3000;
 export const LARAVEL_EVENT = 'App\\Events\\OrderShipped';
 
 // ---------------------------------------------------------------------------
-// small utilities
-
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-export function withTimeout(promise, ms, label) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms waiting for ${label}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-export async function waitUntil(fn, ms = DEFAULT_WAIT_MS, label = 'condition', interval = 25) {
-  const deadline = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) {
-      const detail = last instanceof Error ? ` (last error: ${last.message})` : last !== undefined ? ` (last value: ${JSON.stringify(last)})` : '';
-      throw new Error(`Timed out after ${ms} ms waiting for ${typeof label === 'function' ? label() : label}${detail}`);
-    }
-    await sleep(interval);
-  }
-}
-
-export async function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-let uniq = 0;
-/** A unique channel-name part (letters, digits, '-', '.' only: valid for Pusher and Laravel). */
-export const uid = (prefix = 'c') => `${prefix}-${process.pid}-${++uniq}-${Math.floor(Math.random() * 1e6)}`;
-
-export const hmacHex = (secret, str) => crypto.createHmac('sha256', secret).update(str).digest('hex');
-export const md5Hex = (str) => crypto.createHash('md5').update(str).digest('hex');
-
-/** Pusher channel signature, as Laravel's pusher broadcaster computes it. */
-export function signChannel(app, socketId, channel, channelData) {
-  const str = channelData === undefined ? `${socketId}:${channel}` : `${socketId}:${channel}:${channelData}`;
-  return `${app.key}:${hmacHex(app.secret, str)}`;
-}
-
-function run(cmd, args, { timeout = 5000, input } = {}) {
-  return new Promise((resolve, reject) => {
-    const child = execFile(cmd, args, { timeout, encoding: 'utf8', maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      if (err) {
-        err.message += ` (stdout: ${stdout} stderr: ${stderr})`;
-        reject(err);
-      } else resolve(stdout);
-    });
-    if (input !== undefined) child.stdin.end(input);
-  });
-}
-
-// ---------------------------------------------------------------------------
 // Redis
 
-export class RedisProcess {
-  constructor(port) {
-    this.port = port;
-    this.proc = null;
-    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'resonance-redis-'));
-  }
-
-  get url() {
-    return `redis://127.0.0.1:${this.port}/0`;
-  }
-
-  async start() {
-    const proc = spawn(
-      'redis-server',
-      ['--port', String(this.port), '--save', '', '--appendonly', 'no', '--bind', '127.0.0.1', '--dir', this.dir, '--loglevel', 'warning'],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    this.proc = proc;
-    this.log = '';
-    proc.stdout.setEncoding('utf8').on('data', (d) => (this.log = (this.log + d).slice(-4000)));
-    proc.stderr.setEncoding('utf8').on('data', (d) => (this.log = (this.log + d).slice(-4000)));
-    this.exited = new Promise((r) => proc.once('exit', (code, signal) => r({ code, signal })));
-    await waitUntil(
-      async () => proc.exitCode === null && (await this.cli('PING')).trim() === 'PONG',
-      10000,
-      `redis-server PONG on port ${this.port} (log: ${this.log})`,
-      50,
-    );
-    return this;
-  }
-
-  get running() {
-    return this.proc && this.proc.exitCode === null && this.proc.signalCode === null;
-  }
-
-  /** Kill (SIGKILL, like a crash) and wait for the exit. */
-  async kill() {
-    if (!this.running) return;
-    this.proc.kill('SIGKILL');
-    await withTimeout(this.exited, 5000, 'redis-server exit');
-  }
-
-  async stop() {
-    await this.kill();
-    fs.rmSync(this.dir, { recursive: true, force: true });
-  }
-
-  /** `redis-cli -p PORT args...`; resolves with stdout. */
-  cli(...args) {
-    return run('redis-cli', ['-p', String(this.port), ...args.map(String)]);
-  }
-
-  /** PUBLISH channel message (channel is the full Redis channel, prefix included). Returns receivers. */
-  async publish(redisChannel, message) {
-    // large bodies go through stdin (`redis-cli -x`): argv is limited to 128 KiB per argument
-    const out =
-      message.length > 60000
-        ? await run('redis-cli', ['-p', String(this.port), '-x', 'PUBLISH', redisChannel], { input: message })
-        : await this.cli('PUBLISH', redisChannel, message);
-    const n = Number(out.trim());
-    if (!Number.isInteger(n)) throw new Error(`PUBLISH answered ${JSON.stringify(out)}`);
-    return n;
-  }
-
-  /** Laravel's multi-channel publish: EVAL "for i=2,#ARGV ..." 0 payload ch1 ch2 ... */
-  async evalPublish(message, redisChannels) {
-    return this.cli('EVAL', "for i=2,#ARGV do redis.call('publish',ARGV[i],ARGV[1]) end", 0, message, ...redisChannels);
-  }
-
-  /** Number of pattern subscriptions (PUBSUB NUMPAT). */
-  async numpat() {
-    return Number((await this.cli('PUBSUB', 'NUMPAT')).trim());
+/** A private redis-server (see RedisServer); opts.password sets requirepass. */
+export class RedisProcess extends RedisServer {
+  constructor(port, { password } = {}) {
+    super(port, { password, resetLog: true });
   }
 }
 
-export async function startRedis() {
-  let lastErr;
-  for (let i = 0; i < 5; i++) {
-    const r = new RedisProcess(await freePort());
-    try {
-      return await r.start();
-    } catch (e) {
-      lastErr = e;
-      await r.stop().catch(() => {});
-    }
-  }
-  throw lastErr;
+export function startRedis(opts = {}) {
+  return startRedisWith((port) => new RedisProcess(port, opts));
 }
 
 /** The exact body Laravel's RedisBroadcaster publishes. */
@@ -215,166 +109,46 @@ export function laravelPayload(event = LARAVEL_EVENT, data = { id: 5 }, socket =
 // ---------------------------------------------------------------------------
 // the server process
 
-export class ServerProcess {
+export class ServerProcess extends ManagedProcess {
   constructor({ proc, host, port, app, label, cleanup }) {
-    this.proc = proc;
-    this.host = host;
-    this.port = port;
-    this.app = app;
+    super({ proc, host, port, app, maxLines: 3000, tailLines: 60 });
     this.label = label;
     this.cleanup = cleanup;
-    this.lines = [];
-    this.exitInfo = null;
-    this.exited = new Promise((resolve) => {
-      proc.once('exit', (code, signal) => {
-        this.exitInfo = { code, signal, at: Date.now() };
-        resolve(this.exitInfo);
-      });
-    });
-    const capture = (stream, name) => {
-      let buf = '';
-      stream.setEncoding('utf8');
-      stream.on('data', (chunk) => {
-        buf += chunk;
-        let i;
-        while ((i = buf.indexOf('\n')) >= 0) {
-          this.pushLine(`[${name}] ${buf.slice(0, i)}`);
-          buf = buf.slice(i + 1);
-        }
-      });
-      stream.on('end', () => buf && this.pushLine(`[${name}] ${buf}`));
-    };
-    capture(proc.stdout, 'out');
-    capture(proc.stderr, 'err');
-  }
-
-  pushLine(l) {
-    this.lines.push(l);
-    if (this.lines.length > 3000) this.lines.splice(0, this.lines.length - 3000);
-  }
-
-  get httpUrl() {
-    return `http://${this.host}:${this.port}`;
-  }
-
-  wsUrl(key = this.app.key, query = 'protocol=7&client=js&version=8.4.3&flash=false') {
-    return `ws://${this.host}:${this.port}/app/${key}?${query}`;
-  }
-
-  logTail(n = 60) {
-    return this.lines.slice(-n).join('\n');
-  }
-
-  get running() {
-    return this.exitInfo === null;
-  }
-
-  signal(sig) {
-    if (this.running) this.proc.kill(sig);
   }
 
   async stop(graceMs = 5000) {
-    if (this.running) {
-      this.proc.kill('SIGTERM');
-      const t = setTimeout(() => this.running && this.proc.kill('SIGKILL'), graceMs);
-      try {
-        await this.exited;
-      } finally {
-        clearTimeout(t);
-      }
-    }
+    await super.stop(graceMs);
     this.cleanup?.();
     return this.exitInfo;
   }
 
   /** GET a path on the server; resolves { status, text, json }. */
   async get(p, headers = {}) {
-    const res = await fetch(`${this.httpUrl}${p}`, { headers, signal: AbortSignal.timeout(DEFAULT_WAIT_MS) });
-    const text = await res.text();
-    let json = null;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      /* not JSON */
+    if (this.tls) {
+      const r = await httpsGet(`${this.httpUrl}${p}`, this.tls.ca, headers);
+      return { ...r, json: tryJson(r.text) };
     }
-    return { status: res.status, text, json, headers: res.headers };
+    return fetchJson(`${this.httpUrl}${p}`, { headers });
   }
 }
 
-async function spawnAndWait({ args, env, host, port, app, label, cleanup }) {
-  if (!fs.existsSync(BIN)) {
-    const e = new Error(`server binary not found at ${BIN} (set RESONANCE_BIN)`);
-    e.retryable = true;
-    e.code = 'ENOENT';
-    throw e;
-  }
-  let proc;
-  try {
-    proc = spawn(BIN, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (e) {
-    e.retryable = e.code === 'ETXTBSY' || e.code === 'ENOENT';
-    throw e;
-  }
-  const server = new ServerProcess({ proc, host, port, app, label, cleanup });
-  const spawnError = new Promise((_, reject) =>
-    proc.once('error', (e) => {
-      e.retryable = e.code === 'ETXTBSY' || e.code === 'ENOENT' || e.code === 'EACCES';
-      reject(e);
-    }),
-  );
-  const earlyExit = server.exited.then((info) => {
-    const log = server.logTail(40);
-    const e = new Error(`server (${args.join(' ')}) exited before becoming ready (code ${info.code}, signal ${info.signal}):\n${log}`);
-    e.retryable = /address (already )?in use|AddrInUse/i.test(log);
-    throw e;
+function spawnAndWait({ args, env, host, port, app, label, cleanup, tls }) {
+  return spawnAndWaitUp({
+    bin: BIN,
+    args,
+    env,
+    create: (proc) => {
+      const server = new ServerProcess({ proc, host, port, app, label, cleanup });
+      if (tls) server.tls = tls;
+      return server;
+    },
+    probe: tls ? async (server) => (await httpsGet(`${server.httpUrl}/up`, tls.ca)).status : undefined,
+    exitName: `server (${args.join(' ')})`,
   });
-  const ready = (async () => {
-    const deadline = Date.now() + 15000;
-    while (Date.now() < deadline && server.running) {
-      try {
-        const res = await fetch(`${server.httpUrl}/up`, { signal: AbortSignal.timeout(1000) });
-        await res.arrayBuffer();
-        if (res.status === 200) return server;
-      } catch {
-        /* not yet */
-      }
-      await sleep(50);
-    }
-    if (!server.running) return new Promise(() => {});
-    server.signal('SIGKILL');
-    throw new Error(`server did not answer 200 on GET /up within 15 s:\n${server.logTail(40)}`);
-  })();
-  try {
-    return await Promise.race([ready, earlyExit, spawnError]);
-  } catch (e) {
-    server.signal('SIGKILL');
-    throw e;
-  }
-}
-
-async function withRetries(fn) {
-  let lastErr;
-  for (let attempt = 0; attempt < 6; attempt++) {
-    try {
-      return await fn();
-    } catch (e) {
-      lastErr = e;
-      if (!e.retryable) throw e;
-      await sleep(e.code === 'ENOENT' || e.code === 'ETXTBSY' ? 3000 : 200);
-    }
-  }
-  throw lastErr;
 }
 
 /** The process environment without any RESONANCE_* / LARAVEL_ECHO_SERVER_* variable. */
-function cleanEnv() {
-  const env = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (k.startsWith('RESONANCE_') || k.startsWith('LARAVEL_ECHO_SERVER_')) continue;
-    env[k] = v;
-  }
-  return env;
-}
+const cleanEnv = () => envWithout('RESONANCE_', 'LARAVEL_ECHO_SERVER_');
 
 /**
  * Start resonance configured through the environment.
@@ -387,7 +161,7 @@ export function startServer(opts = {}) {
   const app = { ...APP, ...(opts.app || {}) };
   return withRetries(async () => {
     const host = '127.0.0.1';
-    const port = await freePort();
+    const port = opts.port || (await freePort());
     const env = {
       ...cleanEnv(),
       RESONANCE_HOST: host,
@@ -415,17 +189,45 @@ export function startServer(opts = {}) {
 }
 
 /**
+ * Start `resonance start --config FILE` from a TOML config ({server, apps}) with no
+ * RESONANCE_* env. `apiApp` (default apps[0]) is the app used by pusherApi()/waitSubscriptions().
+ */
+export function startTomlServer(config, { apiApp } = {}) {
+  return withRetries(async () => {
+    const host = '127.0.0.1';
+    const port = await freePort();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'resonance-toml-'));
+    const file = path.join(dir, 'resonance.toml');
+    fs.writeFileSync(file, toToml({ server: { host, port, ...(config.server || {}) }, apps: config.apps }));
+    const env = { ...cleanEnv(), RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1' };
+    const a = apiApp || config.apps[0];
+    const s = await spawnAndWait({
+      args: ['start', '--config', file],
+      env,
+      host,
+      port,
+      app: { id: a.id, key: a.key, secret: a.secret },
+      cleanup: () => fs.rmSync(dir, { recursive: true, force: true }),
+    });
+    s.mode = 'env';
+    s.configText = fs.readFileSync(file, 'utf8');
+    return s;
+  });
+}
+
+/**
  * Start `resonance start --echo-config FILE` with a laravel-echo-server.json built from
  * `configFor(port)` (a function receiving the chosen port) — no RESONANCE_* env.
  */
-export function startEchoServer(configFor, { env: extraEnv = {}, listenPort } = {}) {
+export function startEchoServer(configFor, { env: extraEnv = {}, listenPort, tls } = {}) {
   return withRetries(async () => {
     const port = await freePort();
     const config = configFor(port);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'resonance-echo-'));
     const file = path.join(dir, 'laravel-echo-server.json');
     fs.writeFileSync(file, JSON.stringify(config, null, 2));
-    const env = { ...cleanEnv(), RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1', ...extraEnv };
+    // no RUST_LOG unless the caller has one: devMode must be able to choose the level
+    const env = { ...cleanEnv(), NO_COLOR: '1', ...extraEnv };
     const realPort = listenPort ? listenPort(port) : port;
     const client = (config.clients || [])[0] || {};
     const s = await spawnAndWait({
@@ -435,6 +237,7 @@ export function startEchoServer(configFor, { env: extraEnv = {}, listenPort } = 
       port: realPort,
       app: { id: client.appId, key: client.key },
       cleanup: () => fs.rmSync(dir, { recursive: true, force: true }),
+      tls,
     });
     s.mode = 'echo';
     s.config = config;
@@ -450,16 +253,6 @@ const USER_NAMES = { 1: 'Alice', 2: 'Bob', 3: 'Carol', 7: 'Grace', 8: 'Heidi', 9
 export const userName = (id) => USER_NAMES[id] || `User ${id}`;
 /** user_info as a Laravel channel callback would return it: ['id' => .., 'name' => ..] */
 export const userInfo = (id) => ({ id: Number(id), name: userName(id) });
-
-function readBody(req) {
-  return new Promise((resolve, reject) => {
-    let body = '';
-    req.setEncoding('utf8');
-    req.on('data', (c) => (body += c));
-    req.on('end', () => resolve(body));
-    req.on('error', reject);
-  });
-}
 
 /** The Laravel user: cookie laravel_session=<id> or Authorization: Bearer <id>. */
 function laravelUser(req) {
@@ -572,43 +365,10 @@ export async function startLaravelAuth() {
 // ---------------------------------------------------------------------------
 // HTTP APIs
 
-/** Sign a Pusher HTTP API request; returns the query object including auth_signature. */
-export function signApiRequest(app, method, urlPath, query = {}, body) {
-  const params = { ...query };
-  params.auth_key = app.key;
-  params.auth_timestamp = String(Math.floor(Date.now() / 1000));
-  params.auth_version = '1.0';
-  if (body !== undefined && body !== null && body !== '') params.body_md5 = md5Hex(body);
-  const lowered = Object.entries(params).map(([k, v]) => [k.toLowerCase(), String(v)]);
-  lowered.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  const qs = lowered.map(([k, v]) => `${k}=${v}`).join('&');
-  params.auth_signature = hmacHex(app.secret, `${method.toUpperCase()}\n${urlPath}\n${qs}`);
-  return params;
-}
-
-async function fetchJson(url, init) {
-  const res = await fetch(url, { ...init, signal: AbortSignal.timeout(DEFAULT_WAIT_MS) });
-  const text = await res.text();
-  let json = null;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    /* not JSON */
-  }
-  return { status: res.status, json, text, headers: res.headers };
-}
-
 /** Signed Pusher API request (env-configured server). `apiPath` relative to /apps/{id}. */
 export async function pusherApi(server, method, apiPath, { query = {}, body } = {}) {
-  const urlPath = `/apps/${server.app.id}${apiPath}`;
-  const bodyStr = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
-  const params = signApiRequest(server.app, method, urlPath, query, bodyStr);
-  const qs = Object.entries(params).map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`).join('&');
-  return fetchJson(`${server.httpUrl}${urlPath}?${qs}`, {
-    method,
-    headers: bodyStr !== undefined ? { 'Content-Type': 'application/json' } : {},
-    body: bodyStr,
-  });
+  const { status, json, text, headers } = await signedApiRequest(server.httpUrl, server.app, method, `/apps/${server.app.id}${apiPath}`, { query, body });
+  return { status, json, text, headers };
 }
 
 /** laravel-echo-server style API request: key as Bearer (default) or ?auth_key=. */
@@ -675,22 +435,7 @@ export async function pusherTrigger(server, channel, name, data) {
 // ---------------------------------------------------------------------------
 // client tracking
 
-const liveClients = new Set();
-export function track(client) {
-  liveClients.add(client);
-  return client;
-}
-export function closeAllClients() {
-  for (const c of liveClients) {
-    try {
-      if (typeof c.disconnect === 'function') c.disconnect();
-      else if (typeof c.close === 'function') c.close();
-    } catch {
-      /* ignore */
-    }
-  }
-  liveClients.clear();
-}
+export const { track, closeAll: closeAllClients } = createClientTracker();
 
 // ---------------------------------------------------------------------------
 // Socket.IO through laravel-echo
@@ -705,7 +450,7 @@ export const IO = { 2: io2, 4: io4 };
  * payload), opts.bearerToken / opts.csrfToken (Echo options), opts.transports.
  */
 export class SioClient {
-  constructor(server, { version = 2, cookie, headers, authHeaders = {}, bearerToken, csrfToken, transports = ['websocket'], reconnection = false, host } = {}) {
+  constructor(server, { version = 2, cookie, headers, authHeaders = {}, bearerToken, csrfToken, transports = ['websocket'], reconnection = false, host, ca } = {}) {
     this.version = version;
     this.frames = [];
     this.waiters = [];
@@ -723,6 +468,7 @@ export class SioClient {
       withoutInterceptors: true,
     };
     if (transports) opts.transports = transports;
+    if (ca || server.tls) opts.ca = ca || server.tls.ca;
     if (cookie || headers) opts.extraHeaders = { ...(headers || {}), ...(cookie ? { Cookie: cookie } : {}) };
     if (bearerToken) opts.bearerToken = bearerToken;
     if (csrfToken) opts.csrfToken = csrfToken;
@@ -823,20 +569,8 @@ export class SioClient {
 /** A pusher-js client that signs private/presence subscriptions locally with the app secret. */
 export function pusherClient(server, { user, app = server.app } = {}) {
   const p = new Pusher(app.key, {
-    wsHost: server.host,
-    wsPort: server.port,
-    forceTLS: false,
-    enabledTransports: ['ws'],
-    disableStats: true,
-    cluster: 'mt1',
-    channelAuthorization: {
-      customHandler: ({ socketId, channelName }, cb) => {
-        if (channelName.startsWith('presence-')) {
-          const channelData = JSON.stringify({ user_id: Number(user), user_info: userInfo(user) });
-          cb(null, { auth: signChannel(app, socketId, channelName, channelData), channel_data: channelData });
-        } else cb(null, { auth: signChannel(app, socketId, channelName) });
-      },
-    },
+    ...pusherConnectOptions(server),
+    channelAuthorization: localChannelAuthorization(app, () => ({ user_id: Number(user), user_info: userInfo(user) })),
   });
   return track(p);
 }
@@ -848,24 +582,8 @@ export async function connectedPusher(server, opts) {
 }
 
 /** Subscribe with pusher-js and wait for success. */
-export async function pusherSubscribe(pusher, channelName, ms = DEFAULT_WAIT_MS) {
-  const ch = pusher.subscribe(channelName);
-  if (ch.subscribed) return ch;
-  let ok, bad;
-  await withTimeout(
-    new Promise((resolve, reject) => {
-      ok = () => resolve();
-      bad = (err) => reject(new Error(`pusher-js subscription_error on ${channelName}: ${JSON.stringify(err)}`));
-      ch.bind('pusher:subscription_succeeded', ok);
-      ch.bind('pusher:subscription_error', bad);
-    }),
-    ms,
-    `pusher-js subscription_succeeded on ${channelName}`,
-  ).finally(() => {
-    ch.unbind('pusher:subscription_succeeded', ok);
-    ch.unbind('pusher:subscription_error', bad);
-  });
-  return ch;
+export function pusherSubscribe(pusher, channelName, ms = DEFAULT_WAIT_MS) {
+  return pusherSubscribeWith(pusher, channelName, ms, 'pusher-js ', 'pusher-js subscription_succeeded');
 }
 
 /** laravel-echo with the pusher broadcaster against the server's Pusher endpoint. */
@@ -874,12 +592,7 @@ export function echoPusher(server) {
     new Echo({
       broadcaster: 'pusher',
       key: server.app.key,
-      wsHost: server.host,
-      wsPort: server.port,
-      forceTLS: false,
-      enabledTransports: ['ws'],
-      disableStats: true,
-      cluster: 'mt1',
+      ...pusherConnectOptions(server),
       auth: { headers: {} },
       userAuthentication: { endpoint: '/broadcasting/user-auth', headers: {} },
       withoutInterceptors: true,
@@ -912,120 +625,24 @@ export function capture(label) {
 }
 
 /** Raw Pusher-protocol client over `ws`. */
-export class RawClient {
+export class RawClient extends makeRawClientBase(WebSocket) {
   static async connect(server, { key = server.app.key, headers = {} } = {}) {
     const c = new RawClient();
-    c.ws = new WebSocket(server.wsUrl(key), { headers });
+    const ws = new WebSocket(server.wsUrl(key), { headers });
     track(c);
-    c.messages = [];
-    c.consumed = new Set();
-    c.waiters = [];
-    c.closeInfo = null;
-    c.ws.on('close', (code, reason) => {
-      c.closeInfo = { code, reason: reason.toString() };
-      for (const w of [...c.waiters]) w();
-    });
-    c.ws.on('message', (buf) => {
-      const text = buf.toString();
-      let msg;
-      try {
-        msg = JSON.parse(text);
-        if (typeof msg.data === 'string') {
-          try {
-            msg.parsed = JSON.parse(msg.data);
-          } catch {
-            msg.parsed = msg.data;
-          }
-        } else msg.parsed = msg.data;
-      } catch {
-        msg = { event: '<invalid-json>', text };
-      }
-      c.messages.push(msg);
-      for (const w of [...c.waiters]) w();
-    });
-    c.ws.on('error', (e) => (c.error = e));
-    await withTimeout(
-      new Promise((resolve, reject) => {
-        c.ws.once('open', resolve);
-        c.ws.once('error', reject);
-      }),
-      DEFAULT_WAIT_MS,
-      'raw WebSocket open',
-    );
+    c._attach(ws);
+    await c._awaitOpen('raw WebSocket open');
     const est = await c.nextEvent('pusher:connection_established');
     c.socketId = est.parsed.socket_id;
     return c;
   }
 
-  send(obj) {
-    this.ws.send(typeof obj === 'string' ? obj : JSON.stringify(obj));
-  }
-
-  get isOpen() {
-    return this.ws.readyState === WebSocket.OPEN;
-  }
-
-  next(pred, ms = DEFAULT_WAIT_MS, label = 'message') {
-    const find = () => {
-      for (let i = 0; i < this.messages.length; i++) {
-        if (!this.consumed.has(i) && pred(this.messages[i])) {
-          this.consumed.add(i);
-          return this.messages[i];
-        }
-      }
-      return null;
-    };
-    const found = find();
-    if (found) return Promise.resolve(found);
-    let w;
-    return withTimeout(
-      new Promise((resolve, reject) => {
-        w = () => {
-          const m = find();
-          if (m) resolve(m);
-          else if (this.closeInfo) reject(new Error(`connection closed (${this.closeInfo.code}) while waiting for ${label}; got: ${this.summary()}`));
-        };
-        this.waiters.push(w);
-        w();
-      }),
-      ms,
-      `${label} (received: ${this.summary()})`,
-    ).finally(() => (this.waiters = this.waiters.filter((x) => x !== w)));
-  }
-
-  nextEvent(event, channel, ms) {
-    return this.next((m) => m.event === event && (channel === undefined || m.channel === channel), ms, `${event}${channel ? ` on ${channel}` : ''}`);
-  }
-
-  all(pred) {
-    return this.messages.filter(pred);
+  _closeText() {
+    return `${this.closeInfo.code}`;
   }
 
   summary() {
-    return JSON.stringify(this.messages.slice(-10).map((m) => (m.channel ? `${m.event}@${m.channel}` : m.event)));
-  }
-
-  async ping(ms = DEFAULT_WAIT_MS) {
-    this.send({ event: 'pusher:ping', data: {} });
-    return this.nextEvent('pusher:pong', undefined, ms);
-  }
-
-  /** pusher:subscribe; resolves with the reply for this channel (success or error). */
-  subscribe(channel, extra = {}, ms = DEFAULT_WAIT_MS) {
-    this.send({ event: 'pusher:subscribe', data: { channel, ...extra } });
-    return this.next(
-      (m) => (m.channel === channel && (m.event === 'pusher_internal:subscription_succeeded' || m.event === 'pusher:subscription_error')) || m.event === 'pusher:error',
-      ms,
-      `subscription reply for ${channel}`,
-    );
-  }
-
-  close() {
-    try {
-      this.ws.terminate();
-    } catch {
-      /* ignore */
-    }
+    return super.summary(10);
   }
 }
 
@@ -1057,6 +674,11 @@ export function useHarness() {
       servers.push(s);
       return s;
     },
+    async startTomlServer(config, opts) {
+      const s = await startTomlServer(config, opts);
+      servers.push(s);
+      return s;
+    },
     async startAuth() {
       const a = await startLaravelAuth();
       auths.push(a);
@@ -1065,12 +687,7 @@ export function useHarness() {
   };
   afterEach((t) => {
     closeAllClients();
-    if (t.passed === false) {
-      for (const s of servers) {
-        if (!s.exitInfo || Date.now() - s.exitInfo.at < 60000)
-          console.error(`--- server log tail (port ${s.port}${s.exitInfo ? `, exited ${JSON.stringify(s.exitInfo)}` : ''}) for "${t.name}" ---\n${s.logTail(30)}`);
-      }
-    }
+    printServerTails(t, servers, 30, (s) => !s.exitInfo || Date.now() - s.exitInfo.at < 60000);
   });
   after(async () => {
     closeAllClients();

@@ -3,8 +3,8 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  useHarness, SioClient, connectedPusher, pusherSubscribe, capture, waitSubscriptions,
-  userInfo, uid, sleep,
+  useHarness, SioClient, RawClient, connectedPusher, pusherSubscribe, capture, waitSubscriptions,
+  pusherApi, userInfo, uid, sleep,
 } from '../lib/harness.js';
 
 const h = useHarness();
@@ -130,4 +130,34 @@ test('presence without a user → subscription_error 403', async () => {
   sio.echo.join(name);
   assert.deepEqual(await sio.nextEvent('subscription_error'), ['subscription_error', `presence-${name}`, 403]);
   assert.equal(sio.isConnected, true);
+});
+
+test('Pusher presence subscribe without a signature is authorised server-side; members and the Pusher API see both protocols', async () => {
+  const name = uid('room');
+  const channel = `presence-${name}`;
+  const A = tab(await SioClient.connect(server, { version: 4, cookie: 'laravel_session=7' }), name);
+  await A.here.nth(1);
+  const raw = await RawClient.connect(server, { headers: { Cookie: 'laravel_session=8' } });
+  const reply = await raw.subscribe(channel);
+  assert.equal(reply.event, 'pusher_internal:subscription_succeeded', JSON.stringify(reply));
+  const presence = reply.parsed.presence;
+  assert.deepEqual([...presence.ids].map(String).sort(), ['7', '8'], `presence ids (${JSON.stringify(presence)})`);
+  assert.deepEqual(presence.hash['7'], userInfo(7));
+  assert.deepEqual(presence.hash['8'], userInfo(8));
+  assert.deepEqual((await A.joining.nth(1))[0], userInfo(8), 'Socket.IO sees the Pusher member joining');
+  const req = auth.forChannel(channel).find((r) => r.form.socket_id === raw.socketId);
+  assert.ok(req, 'the server asked the auth endpoint for the Pusher socket');
+  assert.equal(req.headers.cookie, 'laravel_session=8');
+
+  const users = await pusherApi(server, 'GET', `/channels/${channel}/users`);
+  assert.equal(users.status, 200, users.text);
+  assert.deepEqual(users.json.users.map((u) => String(u.id)).sort(), ['7', '8'], `Pusher API users (${users.text})`);
+  const info = await pusherApi(server, 'GET', `/channels/${channel}`, { query: { info: 'user_count,subscription_count' } });
+  assert.equal(info.json.user_count, 2);
+  assert.equal(info.json.subscription_count, 2);
+
+  // the Socket.IO member leaves: the Pusher client gets member_removed
+  A.sio.disconnect();
+  const removed = await raw.nextEvent('pusher_internal:member_removed', channel);
+  assert.equal(String(removed.parsed.user_id), '7');
 });

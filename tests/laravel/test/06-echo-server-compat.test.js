@@ -3,9 +3,13 @@
 //    laravel-echo-server HTTP API (Bearer key / ?auth_key=).
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import {
-  useHarness, SioClient, capture, waitSubscriptions, waitIngestion, laravelPayload, echoApi,
-  freePort, userInfo, uid, sleep, LARAVEL_EVENT,
+  useHarness, SioClient, capture, waitSubscriptions, waitIngestion, waitUntil, laravelPayload, echoApi,
+  startRedis, freePort, userInfo, uid, sleep, LARAVEL_EVENT,
 } from '../lib/harness.js';
 
 const h = useHarness();
@@ -52,6 +56,9 @@ test('server started from laravel-echo-server.json answers /up and names the app
   assert.equal((await server.get('/up')).status, 200);
   const st = await echoApi(server, 'GET', '/status');
   assert.equal(st.status, 200, `GET /apps/${APP_ID}/status with Bearer key: ${st.status} ${st.text}`);
+  const root = await server.get('/');
+  assert.equal(root.status, 200, 'GET / (laravel-echo-server answers OK, used as a health check)');
+  assert.equal(root.text, 'OK');
 });
 
 for (const [version, transports] of [[2, ['websocket']], [2, ['polling']], [4, ['websocket']], [4, null]]) {
@@ -186,6 +193,14 @@ test('HTTP API: POST /events delivers (channel, channels, socket_id) and answers
   assert.equal(q.status, 200, `?auth_key= works: ${q.status} ${q.text}`);
   assert.deepEqual(await y.nextEvent('Q', c1), ['Q', c1, { q: 1 }]);
 
+  // laravel-echo-server JSON-decodes a string `data` when it can (http-subscriber: try JSON.parse)
+  const r4 = await echoApi(server, 'POST', '/events', { body: { channel: c1, name: 'S', data: '{"s":1}' } });
+  assert.equal(r4.status, 200, r4.text);
+  assert.deepEqual(await x.nextEvent('S', c1), ['S', c1, { s: 1 }]);
+  const r5 = await echoApi(server, 'POST', '/events', { body: { channel: c1, name: 'T', data: 'plain text' } });
+  assert.equal(r5.status, 200, r5.text);
+  assert.deepEqual(await x.nextEvent('T', c1), ['T', c1, 'plain text']);
+
   const missing = await echoApi(server, 'POST', '/events', { body: { channel: c1, data: { a: 1 } } });
   assert.equal(missing.status, 400, `missing name → 400 (${missing.status} ${missing.text})`);
 });
@@ -244,6 +259,97 @@ test('LARAVEL_ECHO_SERVER_PORT overrides the file port; LARAVEL_ECHO_SERVER_AUTH
   } finally {
     await s.stop();
   }
+});
+
+test('databaseConfig.redis password + db, and LARAVEL_ECHO_SERVER_REDIS_PORT override', async () => {
+  const secured = await startRedis({ password: 's3cret:/@x' });
+  try {
+    const s = await h.startEchoServer((port) =>
+      echoConfig(port, {
+        databaseConfig: { redis: { host: '127.0.0.1', port: 1, password: 's3cret:/@x', db: 3, keyPrefix: 'laravel-database-' } },
+      }),
+      { env: { LARAVEL_ECHO_SERVER_REDIS_PORT: String(secured.port) } },
+    );
+    try {
+      await waitIngestion(secured, 'laravel-database-');
+      const channel = uid('orders');
+      const sio = await SioClient.connect(s, { version: 2 });
+      const got = capture('listen');
+      sio.echo.channel(channel).listen('OrderShipped', got.cb);
+      await waitSubscriptions(s, channel, 1);
+      await secured.publish(`laravel-database-${channel}`, laravelPayload(LARAVEL_EVENT, { id: 5 }));
+      assert.deepEqual((await got.nth(1))[0], { id: 5 });
+    } finally {
+      await s.stop();
+    }
+  } finally {
+    await secured.stop();
+  }
+});
+
+test('protocol https + sslCertPath/sslKeyPath: Echo socket.io 2.x and 4.x connect over TLS', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'resonance-tls-'));
+  try {
+    const cert = path.join(dir, 'cert.pem');
+    const key = path.join(dir, 'key.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1',
+      '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+    const ca = fs.readFileSync(cert);
+    const s = await h.startEchoServer((port) => echoConfig(port, { protocol: 'https', sslCertPath: cert, sslKeyPath: key }), { tls: { ca } });
+    try {
+      const channel = uid('orders');
+      const c2 = await SioClient.connect(s, { version: 2, transports: null });
+      const c4 = await SioClient.connect(s, { version: 4 });
+      c2.echo.channel(channel);
+      c4.echo.channel(channel);
+      await waitUntil(async () => (await s.get(`/apps/${APP_ID}/channels/${channel}`, { Authorization: `Bearer ${KEY}` })).json?.subscription_count === 2, 5000, 'two TLS subscriptions');
+      await redis.publish(`${PREFIX}${channel}`, laravelPayload(LARAVEL_EVENT, { id: 5 }));
+      assert.deepEqual(await c2.nextEvent(LARAVEL_EVENT, channel), [LARAVEL_EVENT, channel, { id: 5 }]);
+      assert.deepEqual(await c4.nextEvent(LARAVEL_EVENT, channel), [LARAVEL_EVENT, channel, { id: 5 }]);
+    } finally {
+      await s.stop();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('apiOriginAllow → CORS headers on the HTTP API (and its preflight)', async () => {
+  const allowHeaders = 'Origin, Content-Type, X-Auth-Token, X-Requested-With, Accept, Authorization, X-CSRF-TOKEN, X-Socket-Id';
+  const s = await h.startEchoServer((port) =>
+    echoConfig(port, { apiOriginAllow: { allowCors: true, allowOrigin: 'http://app.test', allowMethods: 'GET, POST', allowHeaders } }),
+  );
+  try {
+    const r = await fetch(`${s.httpUrl}/apps/${APP_ID}/status`, { headers: { Origin: 'http://app.test', Authorization: `Bearer ${KEY}` } });
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get('access-control-allow-origin'), 'http://app.test', 'Access-Control-Allow-Origin on an API answer');
+    const pre = await fetch(`${s.httpUrl}/apps/${APP_ID}/events`, {
+      method: 'OPTIONS',
+      headers: { Origin: 'http://app.test', 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'authorization,content-type' },
+    });
+    assert.ok(pre.status === 200 || pre.status === 204, `preflight status ${pre.status}`);
+    assert.equal(pre.headers.get('access-control-allow-origin'), 'http://app.test');
+    assert.match(String(pre.headers.get('access-control-allow-methods')), /POST/);
+    assert.match(String(pre.headers.get('access-control-allow-headers')), /Authorization/i);
+  } finally {
+    await s.stop();
+  }
+});
+
+test('devMode → debug logging; an unsupported setting (database sqlite) is named in a warning', async () => {
+  const s = await h.startEchoServer((port) => echoConfig(port, { devMode: true, database: 'sqlite' }));
+  try {
+    const sio = await SioClient.connect(s, { version: 2 });
+    sio.echo.channel(uid('orders'));
+    sio.echo.private(uid('orders')); // no cookie: refused (laravel-echo-server's devMode logs these)
+    await sio.nextEvent('subscription_error');
+    await waitUntil(() => s.lines.some((l) => /\bDEBUG\b/.test(l)), 5000, 'a DEBUG log line with devMode: true');
+    assert.ok(s.lines.some((l) => /\bWARN\b/.test(l) && /database/.test(l) && /sqlite/.test(l)), `a WARN naming database/sqlite:\n${s.logTail(20)}`);
+  } finally {
+    await s.stop();
+  }
+  // and without devMode there is no debug output
+  assert.ok(!server.lines.some((l) => /\bDEBUG\b/.test(l)), 'devMode false → no DEBUG lines');
 });
 
 test('server never panicked', () => {

@@ -4,8 +4,8 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  useHarness, SioClient, capture, waitSubscriptions, waitIngestion, laravelPayload, uid, sleep,
-  LARAVEL_EVENT,
+  useHarness, SioClient, RawClient, capture, waitSubscriptions, waitIngestion, waitUntil, laravelPayload, uid, sleep,
+  withTimeout, LARAVEL_EVENT,
 } from '../lib/harness.js';
 
 const h = useHarness();
@@ -195,6 +195,63 @@ test('garbage subscribe / unsubscribe / client event payloads do not break the s
   assert.equal((await server.get('/up')).status, 200);
   const errs = sio.all((a) => a[0] === 'subscription_error');
   for (const e of errs) assert.equal(typeof e[2], 'number', `subscription_error status is a number: ${JSON.stringify(e)}`);
+});
+
+test('SIGTERM with Socket.IO clients connected (long-poll pending, websocket): exits within shutdown_grace, clients are disconnected', async () => {
+  const s = await h.startServer({ redis, prefix: 'shutdown_', env: { RESONANCE_SHUTDOWN_GRACE: '3' } });
+  const clients = [
+    await SioClient.connect(s, { version: 2, transports: ['polling'] }),
+    await SioClient.connect(s, { version: 4, transports: ['polling'] }),
+    await SioClient.connect(s, { version: 2 }),
+    await SioClient.connect(s, { version: 4 }),
+  ];
+  const raw = await RawClient.connect(s);
+  for (const c of clients) c.echo.channel('orders');
+  await waitSubscriptions(s, 'orders', 4);
+  const t0 = Date.now();
+  s.signal('SIGTERM');
+  const info = await withTimeout(s.exited, 8000, 'server exit after SIGTERM');
+  const took = Date.now() - t0;
+  assert.equal(info.code, 0, `clean exit code (got ${JSON.stringify(info)})`);
+  assert.ok(took <= 4000, `exited within shutdown_grace=3s (+1s) — took ${took} ms`);
+  await waitUntil(() => clients.every((c) => !c.isConnected), 5000, () => `all Socket.IO clients disconnected (${clients.map((c) => c.isConnected)})`);
+  const close = await waitUntil(() => raw.closeInfo, 3000, 'raw Pusher client closed');
+  assert.equal(close.code, 4200, 'Pusher clients still get 4200');
+});
+
+test('Echo reconnects after a server restart on the same port and re-subscribes (public and private)', async () => {
+  const s1 = await h.startServer({ redis, prefix: 'restart_', auth });
+  const port = s1.port;
+  const pub = uid('orders');
+  const name = uid('orders');
+  const clients = [
+    await SioClient.connect(s1, { version: 2, cookie: 'laravel_session=7', reconnection: true }),
+    await SioClient.connect(s1, { version: 4, cookie: 'laravel_session=7', reconnection: true }),
+  ];
+  const gotPub = clients.map(() => capture('public after restart'));
+  const gotPriv = clients.map(() => capture('private after restart'));
+  clients.forEach((c, i) => {
+    c.echo.channel(pub).listen('OrderShipped', gotPub[i].cb);
+    c.echo.private(name).listen('OrderShipped', gotPriv[i].cb);
+  });
+  await waitSubscriptions(s1, `private-${name}`, 2);
+  await s1.stop();
+  await waitUntil(() => clients.every((c) => !c.isConnected), 5000, 'clients noticed the restart');
+  const s2 = await h.startServer({ redis, prefix: 'restart_', auth, port });
+  try {
+    await waitIngestion(redis, 'restart_');
+    await waitUntil(() => clients.every((c) => c.isConnected), 20000, () => `clients reconnected (${clients.map((c) => c.isConnected)}; errors ${clients.map((c) => c.connectErrors.slice(-1))})`);
+    await waitSubscriptions(s2, pub, 2, 10000);
+    await waitSubscriptions(s2, `private-${name}`, 2, 10000);
+    await redis.publish(`restart_${pub}`, laravelPayload(LARAVEL_EVENT, { id: 1 }));
+    await redis.publish(`restart_private-${name}`, laravelPayload(LARAVEL_EVENT, { id: 2 }));
+    for (let i = 0; i < clients.length; i++) {
+      assert.deepEqual((await gotPub[i].nth(1))[0], { id: 1 });
+      assert.deepEqual((await gotPriv[i].nth(1))[0], { id: 2 });
+    }
+  } finally {
+    await s2.stop();
+  }
 });
 
 test('metrics expose the Redis ingestion state', async () => {
