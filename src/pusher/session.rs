@@ -7,6 +7,7 @@
 //! wake-up, however many frames were queued).
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -25,7 +26,8 @@ use crate::core::hub::{Hub, JoinError};
 use crate::core::node::Node;
 use crate::core::rules::{self, RateLimit};
 use crate::signing;
-use crate::ws::{self, Socket, WsMessage};
+use crate::ws::LeanSocket;
+use crate::ws::lean::{Incoming, Step};
 
 /// How long a close handshake or a stuck write may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -62,22 +64,23 @@ struct Session {
 }
 
 /// Waits for the next auth endpoint answer; never resolves when none is
-/// pending.
-async fn next_auth(
+/// pending. (A `poll_fn`, not an `async fn`: it is part of every idle
+/// connection's task, and this way it is one pointer.)
+fn next_auth(
     pending: &mut Option<FuturesUnordered<PendingAuth>>,
-) -> (SubscribeData, Verdict) {
-    match pending {
-        Some(calls) if !calls.is_empty() => match calls.next().await {
-            Some(answer) => answer,
-            None => std::future::pending().await,
+) -> impl Future<Output = (SubscribeData, Verdict)> + '_ {
+    std::future::poll_fn(move |cx| match pending {
+        Some(calls) if !calls.is_empty() => match calls.poll_next_unpin(cx) {
+            Poll::Ready(Some(answer)) => Poll::Ready(answer),
+            _ => Poll::Pending,
         },
-        _ => std::future::pending().await,
-    }
+        _ => Poll::Pending,
+    })
 }
 
 /// Runs a connection to completion. `hub.try_connect()` already succeeded.
 pub async fn run(
-    mut socket: Socket,
+    mut socket: LeanSocket,
     node: Arc<Node>,
     hub: Arc<Hub>,
     config: Arc<ServerConfig>,
@@ -113,33 +116,48 @@ pub async fn run(
             biased;
             () = shutdown.cancelled() => {
                 let bye = wire::error(Some(RECONNECT), "server is shutting down; reconnect");
-                let _ = ws::send_batch(&mut socket, conn.drain().frames.into_iter().chain([bye]), CLOSE_TIMEOUT).await;
-                ws::close(&mut socket, RECONNECT, "server shutting down", CLOSE_TIMEOUT).await;
+                if socket.send_text(conn.drain().frames.into_iter().chain([bye])).is_ok() {
+                    Box::pin(socket.close(RECONNECT, "server shutting down", CLOSE_TIMEOUT)).await;
+                }
                 break;
             }
             () = conn.ready() => {
                 let drained = conn.drain();
-                if ws::send_batch(&mut socket, drained.frames, write_timeout).await.is_err() {
+                if socket.send_text(drained.frames).is_err() {
                     break;
                 }
                 if let Some(close) = drained.close {
                     session.hub.stats.error(if close.code == 4100 { "slow_consumer" } else { "closed_by_server" });
-                    ws::close(&mut socket, close.code, close.reason, CLOSE_TIMEOUT).await;
+                    Box::pin(socket.close(close.code, close.reason, CLOSE_TIMEOUT)).await;
+                    break;
+                }
+                if socket.wants_flush() && Box::pin(socket.flush_within(write_timeout)).await.is_err() {
                     break;
                 }
             }
-            message = socket.next() => {
+            readable = socket.readable() => {
+                if readable.is_err() {
+                    break;
+                }
                 last_seen = Instant::now();
                 ping_sent = None;
-                match message {
-                    None => break,
-                    Some(Err(e)) => {
-                        tracing::debug!(socket_id = %conn.socket_id, error = %e, "websocket error");
-                        session.hub.stats.error("websocket_protocol");
-                        ws::finish_after_error(&mut socket, CLOSE_TIMEOUT).await;
+                match socket.read_available(|message| session.handle_message(message)) {
+                    Step::Open => {
+                        // Pongs for the client's pings.
+                        if socket.wants_flush() && Box::pin(socket.flush_within(write_timeout)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Step::Closed => {
+                        Box::pin(socket.finish(CLOSE_TIMEOUT)).await;
                         break;
                     }
-                    Some(Ok(message)) => session.handle_message(message),
+                    Step::Failed(code) => {
+                        tracing::debug!(socket_id = %conn.socket_id, code, "websocket protocol error");
+                        session.hub.stats.error("websocket_protocol");
+                        Box::pin(socket.finish(CLOSE_TIMEOUT)).await;
+                        break;
+                    }
                 }
             }
             (data, verdict) = next_auth(&mut session.pending) => session.auth_answered(data, verdict),
@@ -148,8 +166,9 @@ pub async fn run(
                 match ping_sent {
                     Some(_) => {
                         let bye = wire::error(Some(PONG_MISSED), "no pong received in time");
-                        let _ = ws::send_batch(&mut socket, [bye], CLOSE_TIMEOUT).await;
-                        ws::close(&mut socket, PONG_MISSED, "pong reply not received", CLOSE_TIMEOUT).await;
+                        if socket.send_text([bye]).is_ok() {
+                            Box::pin(socket.close(PONG_MISSED, "pong reply not received", CLOSE_TIMEOUT)).await;
+                        }
                         break;
                     }
                     None if now.duration_since(last_seen) >= activity => {
@@ -174,17 +193,19 @@ impl Session {
         self.reply(wire::error(code, message));
     }
 
-    fn handle_message(&mut self, message: WsMessage) {
-        if message.is_ping() || message.is_pong() || message.is_close() {
-            return; // answered by the WebSocket layer; counts as activity
-        }
-        let Some(text) = message.as_text() else {
-            self.hub.stats.error("binary_frame");
-            self.error(
-                None,
-                "binary frames are not part of the Pusher protocol; send JSON text",
-            );
-            return;
+    fn handle_message(&mut self, message: Incoming<'_>) {
+        let text = match message {
+            Incoming::Text(text) => text,
+            // Answered by the WebSocket layer; counts as activity.
+            Incoming::Ping(_) | Incoming::Pong(_) => return,
+            Incoming::Binary(_) => {
+                self.hub.stats.error("binary_frame");
+                self.error(
+                    None,
+                    "binary frames are not part of the Pusher protocol; send JSON text",
+                );
+                return;
+            }
         };
         self.hub.stats.received(text.len());
         let frame = match ClientFrame::parse(text) {
@@ -474,5 +495,39 @@ impl Session {
             self.hub.remove_user_connection(&user, &self.conn);
         }
         self.hub.disconnect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::adapter::LocalAdapter;
+    use crate::core::app::AppConfig;
+
+    /// Every idle connection holds one of these futures: keep it small.
+    #[tokio::test]
+    async fn session_future_is_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let node = Arc::new(Node::new(
+            vec![AppConfig::default()],
+            Arc::new(LocalAdapter),
+        ));
+        let hub = node.hubs()[0].clone();
+        let future = run(
+            LeanSocket::new(stream, &[], 1024),
+            node,
+            hub,
+            Arc::new(ServerConfig::default()),
+            CancellationToken::new(),
+            None,
+        );
+        let size = std::mem::size_of_val(&future);
+        eprintln!("session future: {size} bytes");
+        // 992 bytes in a release build when this test was written.
+        assert!(size <= 2048, "session future is {size} bytes");
     }
 }
