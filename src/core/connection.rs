@@ -121,14 +121,43 @@ pub const SLOW_CONSUMER: CloseRequest = CloseRequest {
     reason: "slow consumer: too many messages queued",
 };
 
+/// What [`DirectWrite::try_write`] managed.
+pub enum Direct {
+    /// The whole frame went to the socket.
+    Written,
+    /// Nothing was written (the socket is full); queue the frame.
+    NotNow,
+    /// Part of it was written; these bytes (already framed for the
+    /// transport) must follow before anything else.
+    Partial(Bytes),
+}
+
+/// A transport that can take a frame immediately from any thread, so that
+/// a fan-out writes to an idle connection's socket itself instead of
+/// queueing the frame and waking the connection's task (a wake-up costs
+/// about as much as the write). Only used while the session is not writing
+/// and nothing is queued, under the outbox lock, so writes never interleave.
+pub trait DirectWrite: Send + Sync {
+    /// Writes `frame` (a payload for the connection's wire) without waiting.
+    fn try_write(&self, frame: &Bytes) -> Direct;
+}
+
 #[derive(Default)]
 struct OutboxState {
+    /// Bytes of a frame a direct write left half-written, already framed.
+    raw: Option<Bytes>,
     frames: VecDeque<Bytes>,
     close: Option<CloseRequest>,
+    /// The session is writing (it drained and has not released): direct
+    /// writes must queue instead.
+    busy: bool,
+    direct: Option<Arc<dyn DirectWrite>>,
 }
 
 /// What a session takes out of its outbox in one go.
 pub struct Drained {
+    /// Already-framed bytes to write first, as they are.
+    pub raw: Option<Bytes>,
     pub frames: VecDeque<Bytes>,
     pub close: Option<CloseRequest>,
 }
@@ -182,6 +211,22 @@ impl Connection {
         if state.close.is_some() {
             return false;
         }
+        if !state.busy
+            && state.raw.is_none()
+            && state.frames.is_empty()
+            && let Some(direct) = &state.direct
+        {
+            match direct.try_write(&frame) {
+                Direct::Written => return true,
+                Direct::Partial(rest) => {
+                    state.raw = Some(rest);
+                    drop(state);
+                    self.ready.notify_one();
+                    return true;
+                }
+                Direct::NotNow => {}
+            }
+        }
         if state.frames.len() >= self.limit {
             state.frames = VecDeque::new();
             state.close = Some(SLOW_CONSUMER);
@@ -228,13 +273,35 @@ impl Connection {
     }
 
     /// Takes everything queued. The queue's buffer goes with it, so an idle
-    /// connection holds no outbox memory between bursts.
+    /// connection holds no outbox memory between bursts. Until
+    /// [`Connection::release`], the caller is the only writer: frames sent
+    /// meanwhile are queued, not written directly.
     pub fn drain(&self) -> Drained {
         let mut state = self.state.lock();
+        state.busy = true;
         Drained {
+            raw: state.raw.take(),
             frames: std::mem::take(&mut state.frames),
             close: state.close.clone(),
         }
+    }
+
+    /// Ends a write started by [`Connection::drain`]: direct writes resume
+    /// if nothing was queued meanwhile. Returns false if something was (drain
+    /// again).
+    pub fn release(&self) -> bool {
+        let mut state = self.state.lock();
+        if state.raw.is_some() || !state.frames.is_empty() || state.close.is_some() {
+            return false;
+        }
+        state.busy = false;
+        true
+    }
+
+    /// Lets fan-outs write to the transport directly while the session is
+    /// idle (`None` to stop, e.g. when the session ends).
+    pub fn set_direct(&self, direct: Option<Arc<dyn DirectWrite>>) {
+        self.state.lock().direct = direct;
     }
 }
 

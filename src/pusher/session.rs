@@ -20,7 +20,7 @@ use super::protocol::{
 use crate::auth_endpoint::{self, AuthCall, Verdict};
 use crate::config::ServerConfig;
 use crate::core::channel::{ChannelKind, ChannelSpec};
-use crate::core::connection::Connection;
+use crate::core::connection::{CloseRequest, Connection};
 use crate::core::event::{Event, EventKind, Member, RawJson};
 use crate::core::hub::{Hub, JoinError};
 use crate::core::node::Node;
@@ -111,30 +111,36 @@ pub async fn run(
     let timer = tokio::time::sleep(activity);
     tokio::pin!(timer);
 
+    // Fan-outs write straight to the socket while this task is not writing;
+    // the first drain (the connection_established above) starts with the
+    // task as the writer.
+    conn.set_direct(Some(socket.direct_writer()));
     loop {
         tokio::select! {
             biased;
             () = shutdown.cancelled() => {
-                let bye = wire::error(Some(RECONNECT), "server is shutting down; reconnect");
-                if socket.send_text(conn.drain().frames.into_iter().chain([bye])).is_ok() {
-                    Box::pin(socket.close(RECONNECT, "server shutting down", CLOSE_TIMEOUT)).await;
+                conn.close_with(
+                    Some(wire::error(Some(RECONNECT), "server is shutting down; reconnect")),
+                    CloseRequest { code: RECONNECT, reason: "server shutting down" },
+                );
+                if let Written::Close(close) = write_outbox(&mut socket, &conn, CLOSE_TIMEOUT).await {
+                    Box::pin(socket.close(close.code, close.reason, CLOSE_TIMEOUT)).await;
                 }
                 break;
             }
-            () = conn.ready() => {
-                let drained = conn.drain();
-                if socket.send_text(drained.frames).is_err() {
-                    break;
-                }
-                if let Some(close) = drained.close {
-                    session.hub.stats.error(if close.code == 4100 { "slow_consumer" } else { "closed_by_server" });
+            () = conn.ready() => match write_outbox(&mut socket, &conn, write_timeout).await {
+                Written::Done => {}
+                Written::Failed => break,
+                Written::Close(close) => {
+                    session.hub.stats.error(match close.code {
+                        4100 => "slow_consumer",
+                        PONG_MISSED => "pong_missed",
+                        _ => "closed_by_server",
+                    });
                     Box::pin(socket.close(close.code, close.reason, CLOSE_TIMEOUT)).await;
                     break;
                 }
-                if socket.wants_flush() && Box::pin(socket.flush_within(write_timeout)).await.is_err() {
-                    break;
-                }
-            }
+            },
             readable = socket.readable() => {
                 if readable.is_err() {
                     break;
@@ -144,17 +150,21 @@ pub async fn run(
                 match socket.read_available(|message| session.handle_message(message)) {
                     Step::Open => {
                         // Pongs for the client's pings.
-                        if socket.wants_flush() && Box::pin(socket.flush_within(write_timeout)).await.is_err() {
+                        if socket.wants_flush()
+                            && matches!(write_outbox(&mut socket, &conn, write_timeout).await, Written::Failed)
+                        {
                             break;
                         }
                     }
                     Step::Closed => {
+                        conn.drain();
                         Box::pin(socket.finish(CLOSE_TIMEOUT)).await;
                         break;
                     }
                     Step::Failed(code) => {
                         tracing::debug!(socket_id = %conn.socket_id, code, "websocket protocol error");
                         session.hub.stats.error("websocket_protocol");
+                        conn.drain();
                         Box::pin(socket.finish(CLOSE_TIMEOUT)).await;
                         break;
                     }
@@ -164,13 +174,10 @@ pub async fn run(
             () = &mut timer => {
                 let now = Instant::now();
                 match ping_sent {
-                    Some(_) => {
-                        let bye = wire::error(Some(PONG_MISSED), "no pong received in time");
-                        if socket.send_text([bye]).is_ok() {
-                            Box::pin(socket.close(PONG_MISSED, "pong reply not received", CLOSE_TIMEOUT)).await;
-                        }
-                        break;
-                    }
+                    Some(_) => conn.close_with(
+                        Some(wire::error(Some(PONG_MISSED), "no pong received in time")),
+                        CloseRequest { code: PONG_MISSED, reason: "pong reply not received" },
+                    ),
                     None if now.duration_since(last_seen) >= activity => {
                         conn.send(wire::ping());
                         ping_sent = Some(now);
@@ -181,7 +188,40 @@ pub async fn run(
             }
         }
     }
+    conn.set_direct(None);
     session.cleanup();
+}
+
+/// How writing the outbox ended.
+enum Written {
+    /// All written; fan-outs may write directly again.
+    Done,
+    /// The socket failed or did not take the frames in time.
+    Failed,
+    /// All written, and the connection is to be closed.
+    Close(CloseRequest),
+}
+
+/// Writes everything queued for the connection, plus any control frames the
+/// socket holds, in one write when the socket takes it, and hands writing
+/// back to the fan-out (see [`Connection::release`]).
+async fn write_outbox(socket: &mut LeanSocket, conn: &Connection, timeout: Duration) -> Written {
+    loop {
+        let drained = conn.drain();
+        if socket.send(drained.raw.as_deref(), drained.frames).is_err() {
+            return Written::Failed;
+        }
+        // Rare (a full socket): keep the timer out of the idle task's size.
+        if socket.wants_flush() && Box::pin(socket.flush_within(timeout)).await.is_err() {
+            return Written::Failed;
+        }
+        if let Some(close) = drained.close {
+            return Written::Close(close);
+        }
+        if conn.release() {
+            return Written::Done;
+        }
+    }
 }
 
 impl Session {

@@ -30,13 +30,16 @@
 //! be tested on byte slices.
 
 use std::cell::RefCell;
-use std::io;
+use std::io::{self, IoSlice};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+use crate::core::connection::{Direct, DirectWrite};
 
 const OP_CONTINUATION: u8 = 0x0;
 const OP_TEXT: u8 = 0x1;
@@ -390,15 +393,64 @@ fn push_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
 }
 
 fn push_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
-    let b0 = 0x80 | opcode;
+    let (header, n) = header(opcode, len);
+    out.extend_from_slice(&header[..n]);
+}
+
+/// The header of an unmasked, unfragmented frame, and its length.
+fn header(opcode: u8, len: usize) -> ([u8; 10], usize) {
+    let mut h = [0u8; 10];
+    h[0] = 0x80 | opcode;
     if len < 126 {
-        out.extend_from_slice(&[b0, len as u8]);
+        h[1] = len as u8;
+        (h, 2)
     } else if let Ok(len) = u16::try_from(len) {
-        let n = len.to_be_bytes();
-        out.extend_from_slice(&[b0, 126, n[0], n[1]]);
+        h[1] = 126;
+        h[2..4].copy_from_slice(&len.to_be_bytes());
+        (h, 4)
     } else {
-        out.extend_from_slice(&[b0, 127]);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
+        h[1] = 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        (h, 10)
+    }
+}
+
+/// Frames up to this size are copied behind their header on the stack and
+/// written with `write`; larger ones go out with `writev`.
+const DIRECT_COPY_MAX: usize = 1024;
+
+/// Writes text frames to the socket from the fan-out (see
+/// [`DirectWrite`]).
+struct DirectWriter(Arc<TcpStream>);
+
+impl DirectWrite for DirectWriter {
+    fn try_write(&self, payload: &Bytes) -> Direct {
+        let (header, hlen) = header(OP_TEXT, payload.len());
+        let total = hlen + payload.len();
+        let written = if total <= DIRECT_COPY_MAX {
+            let mut frame = [0u8; DIRECT_COPY_MAX];
+            frame[..hlen].copy_from_slice(&header[..hlen]);
+            frame[hlen..total].copy_from_slice(payload);
+            self.0.try_write(&frame[..total])
+        } else {
+            self.0
+                .try_write_vectored(&[IoSlice::new(&header[..hlen]), IoSlice::new(payload)])
+        };
+        match written {
+            Ok(n) if n >= total => Direct::Written,
+            Ok(n) if n > 0 => {
+                let mut rest = Vec::with_capacity(total - n);
+                if n < hlen {
+                    rest.extend_from_slice(&header[n..hlen]);
+                    rest.extend_from_slice(payload);
+                } else {
+                    rest.extend_from_slice(&payload[n - hlen..]);
+                }
+                Direct::Partial(rest.into())
+            }
+            // Full, or an error the session will meet on its own.
+            _ => Direct::NotNow,
+        }
     }
 }
 
@@ -433,7 +485,8 @@ fn write_now(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
 
 /// An upgraded WebSocket connection on a TCP stream (server side).
 pub struct LeanSocket {
-    stream: TcpStream,
+    /// Shared with the fan-out's direct writer (see [`DirectWrite`]).
+    stream: Arc<TcpStream>,
     /// Bytes of a frame that has not fully arrived (or, right after the
     /// upgrade, bytes the HTTP layer read ahead). Unallocated when empty.
     partial: Vec<u8>,
@@ -448,7 +501,7 @@ impl LeanSocket {
     /// read from it past the HTTP request.
     pub fn new(stream: TcpStream, read_ahead: &[u8], max_message: usize) -> Self {
         LeanSocket {
-            stream,
+            stream: Arc::new(stream),
             partial: read_ahead.to_vec(),
             unread: !read_ahead.is_empty(),
             eof: false,
@@ -537,6 +590,12 @@ impl LeanSocket {
         step
     }
 
+    /// A writer the fan-out may use while this connection's task is not
+    /// writing (see [`crate::core::connection::Connection::set_direct`]).
+    pub fn direct_writer(&self) -> Arc<dyn DirectWrite> {
+        Arc::new(DirectWriter(self.stream.clone()))
+    }
+
     /// Whether framed bytes wait to be written.
     pub fn wants_flush(&self) -> bool {
         !self.codec.out.is_empty()
@@ -549,7 +608,22 @@ impl LeanSocket {
     where
         I: IntoIterator<Item = Bytes>,
     {
+        self.send(None, payloads)
+    }
+
+    /// [`LeanSocket::send_text`] after `raw`, bytes that are already framed
+    /// (what a direct write left unwritten).
+    pub fn send<I>(&mut self, raw: Option<&[u8]>, payloads: I) -> io::Result<()>
+    where
+        I: IntoIterator<Item = Bytes>,
+    {
         if !self.codec.out.is_empty() {
+            if let Some(raw) = raw {
+                // Control frames (pongs) may not go in the middle of a frame.
+                let pending = std::mem::take(&mut self.codec.out);
+                self.codec.out.extend_from_slice(raw);
+                self.codec.out.extend_from_slice(&pending);
+            }
             for payload in payloads {
                 push_frame(&mut self.codec.out, OP_TEXT, &payload);
             }
@@ -557,6 +631,7 @@ impl LeanSocket {
         }
         SCRATCH.with_borrow_mut(|buf| {
             buf.clear();
+            buf.extend_from_slice(raw.unwrap_or_default());
             for payload in payloads {
                 buf.reserve(header_len(payload.len()) + payload.len());
                 push_frame(buf, OP_TEXT, &payload);
