@@ -7,6 +7,11 @@
 //! allocates a block of slots up front. Pushing never waits: a connection
 //! whose queue is full is a slow consumer and is closed (policy below), so a
 //! fan-out never blocks on one recipient.
+//!
+//! A front-end may also register a [`DirectWrite`]: while its task is not
+//! writing and nothing is queued, `send` writes the frame to the socket at
+//! once (non-blocking, under the outbox lock) instead of queueing it and
+//! waking the task. Only what the socket does not take is queued.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -339,6 +344,57 @@ mod tests {
         assert!(drained.frames.is_empty(), "an overflowed queue is freed");
         assert_eq!(drained.close, Some(SLOW_CONSUMER));
         assert!(!conn.send(Bytes::from_static(b"4")));
+    }
+
+    /// Takes `room` bytes in all, then writes nothing.
+    struct FakeSocket {
+        room: Mutex<usize>,
+        written: Mutex<Vec<u8>>,
+    }
+
+    impl DirectWrite for FakeSocket {
+        fn try_write(&self, frame: &Bytes) -> Direct {
+            let mut room = self.room.lock();
+            let n = frame.len().min(*room);
+            *room -= n;
+            self.written.lock().extend_from_slice(&frame[..n]);
+            match n {
+                0 => Direct::NotNow,
+                n if n == frame.len() => Direct::Written,
+                n => Direct::Partial(frame.slice(n..)),
+            }
+        }
+    }
+
+    #[test]
+    fn direct_writes_only_while_idle_and_in_order() {
+        let conn = Connection::new(&TEST_WIRE, 8);
+        let socket = Arc::new(FakeSocket {
+            room: Mutex::new(5),
+            written: Mutex::new(Vec::new()),
+        });
+        conn.set_direct(Some(socket.clone()));
+        assert!(conn.send(Bytes::from_static(b"abc")));
+        assert_eq!(&socket.written.lock()[..], b"abc");
+        // Half of this one fits: the rest waits, framed, for the task.
+        assert!(conn.send(Bytes::from_static(b"defg")));
+        assert!(conn.send(Bytes::from_static(b"h")));
+        assert_eq!(&socket.written.lock()[..], b"abcde");
+        let drained = conn.drain();
+        assert_eq!(drained.raw.as_deref(), Some(&b"fg"[..]));
+        assert_eq!(drained.frames, vec![Bytes::from_static(b"h")]);
+        // While the task writes, frames queue even if the socket has room.
+        *socket.room.lock() = 100;
+        assert!(conn.send(Bytes::from_static(b"i")));
+        assert_eq!(&socket.written.lock()[..], b"abcde");
+        assert!(!conn.release(), "something was queued meanwhile");
+        assert_eq!(conn.drain().frames, vec![Bytes::from_static(b"i")]);
+        assert!(conn.release());
+        assert!(conn.send(Bytes::from_static(b"j")));
+        assert_eq!(&socket.written.lock()[..], b"abcdej");
+        conn.set_direct(None);
+        assert!(conn.send(Bytes::from_static(b"k")));
+        assert_eq!(conn.drain().frames, vec![Bytes::from_static(b"k")]);
     }
 
     #[test]
