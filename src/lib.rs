@@ -10,8 +10,9 @@
 //!   ([`core::hub`]), the node ([`core::node`]) and the cross-node
 //!   [`core::adapter`] seam.
 //! - [`signing`] — Pusher's HMAC signatures, shared by auth and the API.
-//! - [`ws`] — the WebSocket seam (handshake and stream); the only module
-//!   that names the WebSocket crate.
+//! - [`ws`] — the WebSocket seam: the handshake, our lean RFC 6455
+//!   connection ([`ws::lean`], used by the Pusher front-end) and the
+//!   `tokio-websockets` stream; the only module that names a WebSocket crate.
 //! - [`pusher`] — the Pusher protocol front-end: wire format and sessions.
 //! - [`http_api`] — the Pusher HTTP API (trigger, batch, queries, terminate).
 //! - [`custom`] — custom WebSocket routes and the library API: path

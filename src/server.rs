@@ -518,7 +518,18 @@ fn pusher_upgrade(state: &Arc<State>, mut req: Request<Incoming>, key: &str) -> 
                 return;
             }
         };
-        let mut socket = ws::server(upgraded, state.config.max_message_bytes);
+        let mut socket =
+            match ws::LeanSocket::from_upgraded(upgraded, state.config.max_message_bytes) {
+                Ok(socket) => socket,
+                Err(_) => {
+                    // The listener only accepts TCP streams; nothing else to serve.
+                    tracing::warn!("upgraded connection is not a TCP stream");
+                    if let (Some(hub), Ok(())) = (&hub, &verdict) {
+                        hub.disconnect();
+                    }
+                    return;
+                }
+            };
         match (verdict, hub) {
             (Ok(()), Some(hub)) => {
                 session::run(
@@ -533,13 +544,12 @@ fn pusher_upgrade(state: &Arc<State>, mut req: Request<Incoming>, key: &str) -> 
             }
             (Err((code, message)), _) => {
                 let timeout = Duration::from_secs(2);
-                let _ = ws::send_batch(
-                    &mut socket,
-                    [pusher_wire::error(Some(code), &message)],
-                    timeout,
-                )
-                .await;
-                ws::close(&mut socket, code, "connection refused", timeout).await;
+                if socket
+                    .send_text([pusher_wire::error(Some(code), &message)])
+                    .is_ok()
+                {
+                    socket.close(code, "connection refused", timeout).await;
+                }
             }
             // `refusal` never accepts without a hub.
             (Ok(()), None) => {}

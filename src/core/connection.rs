@@ -7,6 +7,11 @@
 //! allocates a block of slots up front. Pushing never waits: a connection
 //! whose queue is full is a slow consumer and is closed (policy below), so a
 //! fan-out never blocks on one recipient.
+//!
+//! A front-end may also register a [`DirectWrite`]: while its task is not
+//! writing and nothing is queued, `send` writes the frame to the socket at
+//! once (non-blocking, under the outbox lock) instead of queueing it and
+//! waking the task. Only what the socket does not take is queued.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -150,14 +155,43 @@ impl From<Bytes> for Frame {
     }
 }
 
+/// What [`DirectWrite::try_write`] managed.
+pub enum Direct {
+    /// The whole frame went to the socket.
+    Written,
+    /// Nothing was written (the socket is full); queue the frame.
+    NotNow,
+    /// Part of it was written; these bytes (already framed for the
+    /// transport) must follow before anything else.
+    Partial(Bytes),
+}
+
+/// A transport that can take a frame immediately from any thread, so that
+/// a fan-out writes to an idle connection's socket itself instead of
+/// queueing the frame and waking the connection's task (a wake-up costs
+/// about as much as the write). Only used while the session is not writing
+/// and nothing is queued, under the outbox lock, so writes never interleave.
+pub trait DirectWrite: Send + Sync {
+    /// Writes `frame` (a payload for the connection's wire) without waiting.
+    fn try_write(&self, frame: &Bytes) -> Direct;
+}
+
 #[derive(Default)]
 struct OutboxState {
+    /// Bytes of a frame a direct write left half-written, already framed.
+    raw: Option<Bytes>,
     frames: VecDeque<Frame>,
     close: Option<CloseRequest>,
+    /// The session is writing (it drained and has not released): direct
+    /// writes must queue instead.
+    busy: bool,
+    direct: Option<Arc<dyn DirectWrite>>,
 }
 
 /// What a session takes out of its outbox in one go.
 pub struct Drained {
+    /// Already-framed bytes to write first, as they are.
+    pub raw: Option<Bytes>,
     pub frames: VecDeque<Frame>,
     pub close: Option<CloseRequest>,
 }
@@ -216,6 +250,23 @@ impl Connection {
         if state.close.is_some() {
             return false;
         }
+        if !state.busy
+            && !frame.binary
+            && state.raw.is_none()
+            && state.frames.is_empty()
+            && let Some(direct) = &state.direct
+        {
+            match direct.try_write(&frame.data) {
+                Direct::Written => return true,
+                Direct::Partial(rest) => {
+                    state.raw = Some(rest);
+                    drop(state);
+                    self.ready.notify_one();
+                    return true;
+                }
+                Direct::NotNow => {}
+            }
+        }
         if state.frames.len() >= self.limit {
             state.frames = VecDeque::new();
             state.close = Some(SLOW_CONSUMER);
@@ -262,13 +313,35 @@ impl Connection {
     }
 
     /// Takes everything queued. The queue's buffer goes with it, so an idle
-    /// connection holds no outbox memory between bursts.
+    /// connection holds no outbox memory between bursts. Until
+    /// [`Connection::release`], the caller is the only writer: frames sent
+    /// meanwhile are queued, not written directly.
     pub fn drain(&self) -> Drained {
         let mut state = self.state.lock();
+        state.busy = true;
         Drained {
+            raw: state.raw.take(),
             frames: std::mem::take(&mut state.frames),
             close: state.close.clone(),
         }
+    }
+
+    /// Ends a write started by [`Connection::drain`]: direct writes resume
+    /// if nothing was queued meanwhile. Returns false if something was (drain
+    /// again).
+    pub fn release(&self) -> bool {
+        let mut state = self.state.lock();
+        if state.raw.is_some() || !state.frames.is_empty() || state.close.is_some() {
+            return false;
+        }
+        state.busy = false;
+        true
+    }
+
+    /// Lets fan-outs write to the transport directly while the session is
+    /// idle (`None` to stop, e.g. when the session ends).
+    pub fn set_direct(&self, direct: Option<Arc<dyn DirectWrite>>) {
+        self.state.lock().direct = direct;
     }
 }
 
@@ -306,6 +379,57 @@ mod tests {
         assert!(drained.frames.is_empty(), "an overflowed queue is freed");
         assert_eq!(drained.close, Some(SLOW_CONSUMER));
         assert!(!conn.send(Bytes::from_static(b"4")));
+    }
+
+    /// Takes `room` bytes in all, then writes nothing.
+    struct FakeSocket {
+        room: Mutex<usize>,
+        written: Mutex<Vec<u8>>,
+    }
+
+    impl DirectWrite for FakeSocket {
+        fn try_write(&self, frame: &Bytes) -> Direct {
+            let mut room = self.room.lock();
+            let n = frame.len().min(*room);
+            *room -= n;
+            self.written.lock().extend_from_slice(&frame[..n]);
+            match n {
+                0 => Direct::NotNow,
+                n if n == frame.len() => Direct::Written,
+                n => Direct::Partial(frame.slice(n..)),
+            }
+        }
+    }
+
+    #[test]
+    fn direct_writes_only_while_idle_and_in_order() {
+        let conn = Connection::new(&TEST_WIRE, 8);
+        let socket = Arc::new(FakeSocket {
+            room: Mutex::new(5),
+            written: Mutex::new(Vec::new()),
+        });
+        conn.set_direct(Some(socket.clone()));
+        assert!(conn.send(Bytes::from_static(b"abc")));
+        assert_eq!(&socket.written.lock()[..], b"abc");
+        // Half of this one fits: the rest waits, framed, for the task.
+        assert!(conn.send(Bytes::from_static(b"defg")));
+        assert!(conn.send(Bytes::from_static(b"h")));
+        assert_eq!(&socket.written.lock()[..], b"abcde");
+        let drained = conn.drain();
+        assert_eq!(drained.raw.as_deref(), Some(&b"fg"[..]));
+        assert_eq!(drained.frames, vec![Frame::text(Bytes::from_static(b"h"))]);
+        // While the task writes, frames queue even if the socket has room.
+        *socket.room.lock() = 100;
+        assert!(conn.send(Bytes::from_static(b"i")));
+        assert_eq!(&socket.written.lock()[..], b"abcde");
+        assert!(!conn.release(), "something was queued meanwhile");
+        assert_eq!(conn.drain().frames, vec![Frame::text(Bytes::from_static(b"i"))]);
+        assert!(conn.release());
+        assert!(conn.send(Bytes::from_static(b"j")));
+        assert_eq!(&socket.written.lock()[..], b"abcdej");
+        conn.set_direct(None);
+        assert!(conn.send(Bytes::from_static(b"k")));
+        assert_eq!(conn.drain().frames, vec![Frame::text(Bytes::from_static(b"k"))]);
     }
 
     #[test]

@@ -3,10 +3,18 @@
 //! The task waits on four things: the client's next frame, its outbox (the
 //! fan-out queued frames), its heartbeat timer, and the server's shutdown.
 //! Everything it sends, replies included, goes through the outbox, so a
-//! connection's frames leave in one order and in batches (one flush per
-//! wake-up, however many frames were queued).
+//! connection's frames leave in one order and in batches (one write per
+//! wake-up, however many frames were queued). While the task is not writing
+//! and the outbox is empty, the outbox hands a frame straight to the socket
+//! (a direct write, see `core::connection::DirectWrite`): a fan-out to idle
+//! connections costs one `send` each and wakes no task.
+//!
+//! The socket is [`LeanSocket`]; an idle connection holds no read or write
+//! buffer, and this task's future is kept small (readiness and auth waits
+//! are `poll_fn`s, rare waits are boxed): see the size test below.
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -19,13 +27,14 @@ use super::protocol::{
 use crate::auth_endpoint::{self, AuthCall, Verdict};
 use crate::config::ServerConfig;
 use crate::core::channel::{ChannelKind, ChannelSpec};
-use crate::core::connection::Connection;
+use crate::core::connection::{CloseRequest, Connection};
 use crate::core::event::{Event, EventKind, Member, RawJson};
 use crate::core::hub::{Hub, JoinError};
 use crate::core::node::Node;
 use crate::core::rules::{self, RateLimit};
 use crate::signing;
-use crate::ws::{self, Socket, WsMessage};
+use crate::ws::LeanSocket;
+use crate::ws::lean::{Incoming, Step};
 
 /// How long a close handshake or a stuck write may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -62,22 +71,23 @@ struct Session {
 }
 
 /// Waits for the next auth endpoint answer; never resolves when none is
-/// pending.
-async fn next_auth(
+/// pending. (A `poll_fn`, not an `async fn`: it is part of every idle
+/// connection's task, and this way it is one pointer.)
+fn next_auth(
     pending: &mut Option<FuturesUnordered<PendingAuth>>,
-) -> (SubscribeData, Verdict) {
-    match pending {
-        Some(calls) if !calls.is_empty() => match calls.next().await {
-            Some(answer) => answer,
-            None => std::future::pending().await,
+) -> impl Future<Output = (SubscribeData, Verdict)> + '_ {
+    std::future::poll_fn(move |cx| match pending {
+        Some(calls) if !calls.is_empty() => match calls.poll_next_unpin(cx) {
+            Poll::Ready(Some(answer)) => Poll::Ready(answer),
+            _ => Poll::Pending,
         },
-        _ => std::future::pending().await,
-    }
+        _ => Poll::Pending,
+    })
 }
 
 /// Runs a connection to completion. `hub.try_connect()` already succeeded.
 pub async fn run(
-    mut socket: Socket,
+    mut socket: LeanSocket,
     node: Arc<Node>,
     hub: Arc<Hub>,
     config: Arc<ServerConfig>,
@@ -108,50 +118,73 @@ pub async fn run(
     let timer = tokio::time::sleep(activity);
     tokio::pin!(timer);
 
+    // Fan-outs write straight to the socket while this task is not writing;
+    // the first drain (the connection_established above) starts with the
+    // task as the writer.
+    conn.set_direct(Some(socket.direct_writer()));
     loop {
         tokio::select! {
             biased;
             () = shutdown.cancelled() => {
-                let bye = wire::error(Some(RECONNECT), "server is shutting down; reconnect");
-                let _ = ws::send_batch(&mut socket, conn.drain().frames.into_iter().chain([bye.into()]), CLOSE_TIMEOUT).await;
-                ws::close(&mut socket, RECONNECT, "server shutting down", CLOSE_TIMEOUT).await;
+                conn.close_with(
+                    Some(wire::error(Some(RECONNECT), "server is shutting down; reconnect")),
+                    CloseRequest { code: RECONNECT, reason: "server shutting down" },
+                );
+                if let Written::Close(close) = write_outbox(&mut socket, &conn, CLOSE_TIMEOUT).await {
+                    Box::pin(socket.close(close.code, close.reason, CLOSE_TIMEOUT)).await;
+                }
                 break;
             }
-            () = conn.ready() => {
-                let drained = conn.drain();
-                if ws::send_batch(&mut socket, drained.frames, write_timeout).await.is_err() {
+            () = conn.ready() => match write_outbox(&mut socket, &conn, write_timeout).await {
+                Written::Done => {}
+                Written::Failed => break,
+                Written::Close(close) => {
+                    session.hub.stats.error(match close.code {
+                        4100 => "slow_consumer",
+                        PONG_MISSED => "pong_missed",
+                        _ => "closed_by_server",
+                    });
+                    Box::pin(socket.close(close.code, close.reason, CLOSE_TIMEOUT)).await;
                     break;
                 }
-                if let Some(close) = drained.close {
-                    session.hub.stats.error(if close.code == 4100 { "slow_consumer" } else { "closed_by_server" });
-                    ws::close(&mut socket, close.code, close.reason, CLOSE_TIMEOUT).await;
+            },
+            readable = socket.readable() => {
+                if readable.is_err() {
                     break;
                 }
-            }
-            message = socket.next() => {
                 last_seen = Instant::now();
                 ping_sent = None;
-                match message {
-                    None => break,
-                    Some(Err(e)) => {
-                        tracing::debug!(socket_id = %conn.socket_id, error = %e, "websocket error");
-                        session.hub.stats.error("websocket_protocol");
-                        ws::close_after_error(&mut socket, &e, CLOSE_TIMEOUT).await;
+                match socket.read_available(|message| session.handle_message(message)) {
+                    Step::Open => {
+                        // Pongs for the client's pings.
+                        if socket.wants_flush()
+                            && matches!(write_outbox(&mut socket, &conn, write_timeout).await, Written::Failed)
+                        {
+                            break;
+                        }
+                    }
+                    Step::Closed => {
+                        conn.drain();
+                        Box::pin(socket.finish(CLOSE_TIMEOUT)).await;
                         break;
                     }
-                    Some(Ok(message)) => session.handle_message(message),
+                    Step::Failed(code) => {
+                        tracing::debug!(socket_id = %conn.socket_id, code, "websocket protocol error");
+                        session.hub.stats.error("websocket_protocol");
+                        conn.drain();
+                        Box::pin(socket.finish(CLOSE_TIMEOUT)).await;
+                        break;
+                    }
                 }
             }
             (data, verdict) = next_auth(&mut session.pending) => session.auth_answered(data, verdict),
             () = &mut timer => {
                 let now = Instant::now();
                 match ping_sent {
-                    Some(_) => {
-                        let bye = wire::error(Some(PONG_MISSED), "no pong received in time");
-                        let _ = ws::send_batch(&mut socket, [bye], CLOSE_TIMEOUT).await;
-                        ws::close(&mut socket, PONG_MISSED, "pong reply not received", CLOSE_TIMEOUT).await;
-                        break;
-                    }
+                    Some(_) => conn.close_with(
+                        Some(wire::error(Some(PONG_MISSED), "no pong received in time")),
+                        CloseRequest { code: PONG_MISSED, reason: "pong reply not received" },
+                    ),
                     None if now.duration_since(last_seen) >= activity => {
                         conn.send(wire::ping());
                         ping_sent = Some(now);
@@ -162,7 +195,46 @@ pub async fn run(
             }
         }
     }
+    conn.set_direct(None);
     session.cleanup();
+}
+
+/// How writing the outbox ended.
+enum Written {
+    /// All written; fan-outs may write directly again.
+    Done,
+    /// The socket failed or did not take the frames in time.
+    Failed,
+    /// All written, and the connection is to be closed.
+    Close(CloseRequest),
+}
+
+/// Writes everything queued for the connection, plus any control frames the
+/// socket holds, in one write when the socket takes it, and hands writing
+/// back to the fan-out (see [`Connection::release`]).
+async fn write_outbox(socket: &mut LeanSocket, conn: &Connection, timeout: Duration) -> Written {
+    loop {
+        let drained = conn.drain();
+        if socket
+            .send(
+                drained.raw.as_deref(),
+                drained.frames.into_iter().map(|f| f.data),
+            )
+            .is_err()
+        {
+            return Written::Failed;
+        }
+        // Rare (a full socket): keep the timer out of the idle task's size.
+        if socket.wants_flush() && Box::pin(socket.flush_within(timeout)).await.is_err() {
+            return Written::Failed;
+        }
+        if let Some(close) = drained.close {
+            return Written::Close(close);
+        }
+        if conn.release() {
+            return Written::Done;
+        }
+    }
 }
 
 impl Session {
@@ -174,17 +246,19 @@ impl Session {
         self.reply(wire::error(code, message));
     }
 
-    fn handle_message(&mut self, message: WsMessage) {
-        if message.is_ping() || message.is_pong() || message.is_close() {
-            return; // answered by the WebSocket layer; counts as activity
-        }
-        let Some(text) = message.as_text() else {
-            self.hub.stats.error("binary_frame");
-            self.error(
-                None,
-                "binary frames are not part of the Pusher protocol; send JSON text",
-            );
-            return;
+    fn handle_message(&mut self, message: Incoming<'_>) {
+        let text = match message {
+            Incoming::Text(text) => text,
+            // Answered by the WebSocket layer; counts as activity.
+            Incoming::Ping(_) | Incoming::Pong(_) => return,
+            Incoming::Binary(_) => {
+                self.hub.stats.error("binary_frame");
+                self.error(
+                    None,
+                    "binary frames are not part of the Pusher protocol; send JSON text",
+                );
+                return;
+            }
         };
         self.hub.stats.received(text.len());
         let frame = match ClientFrame::parse(text) {
@@ -474,5 +548,36 @@ impl Session {
             self.hub.remove_user_connection(&user, &self.conn);
         }
         self.hub.disconnect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::adapter::LocalAdapter;
+    use crate::core::app::AppConfig;
+
+    /// Every idle connection holds one of these futures: keep it small.
+    #[tokio::test]
+    async fn session_future_is_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let node = Node::new(vec![AppConfig::default()], Arc::new(LocalAdapter));
+        let hub = node.hubs()[0].clone();
+        let future = run(
+            LeanSocket::new(stream, &[], 1024),
+            node,
+            hub,
+            Arc::new(ServerConfig::default()),
+            CancellationToken::new(),
+            None,
+        );
+        let size = std::mem::size_of_val(&future);
+        eprintln!("session future: {size} bytes");
+        // 992 bytes in a release build when this test was written.
+        assert!(size <= 2048, "session future is {size} bytes");
     }
 }

@@ -1,11 +1,13 @@
 //! The WebSocket seam: the HTTP upgrade handshake (RFC 6455 §4.2) on top of
 //! hyper, and the stream type every front-end uses.
 //!
-//! Only this module names the WebSocket crate. It is `tokio-websockets`:
-//! it passes Autobahn without a failed or non-strict case, keeps a small
-//! per-connection footprint, and sends a shared `Bytes` payload to many
-//! sockets without copying it. Swapping the crate (for permessage-deflate,
-//! say) means changing this file.
+//! Two connection types live behind it:
+//!
+//! - [`lean::LeanSocket`], our own RFC 6455 connection on the raw
+//!   `TcpStream`, used by the Pusher front-end: no buffers while idle, one
+//!   `write` per outbox batch (see [`lean`]).
+//! - [`Socket`], `tokio-websockets` on hyper's `Upgraded`, for anything
+//!   that needs a full-featured crate. Only this module names that crate.
 
 use std::time::Duration;
 
@@ -21,6 +23,9 @@ use hyper_util::rt::TokioIo;
 use tokio_websockets::{CloseCode, Limits, Message, WebSocketStream};
 
 use crate::core::connection::Frame;
+pub mod lean;
+
+pub use lean::LeanSocket;
 
 pub use tokio_websockets::Error as WsError;
 pub use tokio_websockets::Message as WsMessage;
