@@ -423,13 +423,19 @@ mod tests {
         assert!(conn.send(Bytes::from_static(b"i")));
         assert_eq!(&socket.written.lock()[..], b"abcde");
         assert!(!conn.release(), "something was queued meanwhile");
-        assert_eq!(conn.drain().frames, vec![Frame::text(Bytes::from_static(b"i"))]);
+        assert_eq!(
+            conn.drain().frames,
+            vec![Frame::text(Bytes::from_static(b"i"))]
+        );
         assert!(conn.release());
         assert!(conn.send(Bytes::from_static(b"j")));
         assert_eq!(&socket.written.lock()[..], b"abcdej");
         conn.set_direct(None);
         assert!(conn.send(Bytes::from_static(b"k")));
-        assert_eq!(conn.drain().frames, vec![Frame::text(Bytes::from_static(b"k"))]);
+        assert_eq!(
+            conn.drain().frames,
+            vec![Frame::text(Bytes::from_static(b"k"))]
+        );
     }
 
     #[test]
