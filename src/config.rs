@@ -192,6 +192,23 @@ impl Config {
         if let Some(key) = env("RESONANCE_TLS_KEY").filter(|v| !v.is_empty()) {
             s.tls_key = Some(key);
         }
+        if let Some(chain) = env("RESONANCE_TLS_CHAIN").filter(|v| !v.is_empty()) {
+            s.tls_chain = Some(chain);
+        }
+        if let Some(origin) = env("RESONANCE_API_CORS_ORIGIN").filter(|v| !v.is_empty()) {
+            let cors = s.api_cors.get_or_insert_with(|| ApiCors {
+                allow_origin: String::new(),
+                allow_methods: "GET, POST, OPTIONS".into(),
+                allow_headers: "Content-Type, Authorization, X-Requested-With".into(),
+            });
+            cors.allow_origin = origin;
+            if let Some(methods) = env("RESONANCE_API_CORS_METHODS") {
+                cors.allow_methods = methods;
+            }
+            if let Some(headers) = env("RESONANCE_API_CORS_HEADERS") {
+                cors.allow_headers = headers;
+            }
+        }
         let c = &mut self.cluster;
         set(env, "RESONANCE_ADAPTER", &mut c.adapter)?;
         set(env, "RESONANCE_CLUSTER_PREFIX", &mut c.prefix)?;
@@ -258,6 +275,13 @@ impl Config {
         }
         set(env, "RESONANCE_AUTH_TIMEOUT", &mut a.auth_timeout)?;
         set(env, "RESONANCE_SOCKETIO", &mut a.socketio)?;
+        if let Some(keys) = env("RESONANCE_APP_EXTRA_API_KEYS") {
+            a.extra_api_keys = keys
+                .split(',')
+                .map(|k| k.trim().to_string())
+                .filter(|k| !k.is_empty())
+                .collect();
+        }
         if let Some(origins) = env("RESONANCE_APP_ALLOWED_ORIGINS") {
             a.allowed_origins = origins
                 .split(',')

@@ -1,5 +1,6 @@
 //! The `resonance` command: `start` runs the server, `init` writes a config.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -82,10 +83,9 @@ fn main() -> ExitCode {
                 path.display(),
                 path.display()
             );
-            println!(
-                "{}",
-                init::laravel_instructions(&id, &key, &secret, &host, port)
-            );
+            // A closed stdout (`resonance init | head`) is not worth a panic.
+            let text = init::laravel_instructions(&id, &key, &secret, &host, port);
+            let _ = writeln!(std::io::stdout(), "{text}");
             ExitCode::SUCCESS
         }
     }
