@@ -95,6 +95,8 @@ impl Server {
         let listener = listen(&config.server.host, config.server.port).await?;
         let node = Node::new(config.apps, adapter);
         node.adapter().ready().await;
+        // One fan-out lane per core: API triggers answer once queued.
+        node.start_lanes(std::thread::available_parallelism().map_or(2, |n| n.get()));
         let tls = match (&config.server.tls_cert, &config.server.tls_key) {
             (Some(cert), Some(key)) => Some(
                 crate::tls::acceptor(cert, key, config.server.tls_chain.as_deref())

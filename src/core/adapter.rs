@@ -35,7 +35,23 @@ pub trait Adapter: Send + Sync + 'static {
     /// on every node.
     fn publish(&self, hub: &Arc<Hub>, event: Arc<Event>);
 
-    /// A user's first connection on this node joined a presence channel.
+    /// Called under the channel's lock, before the joiner is confirmed, for
+    /// a user's first connection on this node. An adapter that can announce
+    /// the member without touching the hub (a cluster message) does so here
+    /// and returns true; `member_joined` is then not called.
+    fn member_joining(
+        &self,
+        _hub: &Hub,
+        _channel: &str,
+        _member: &Member,
+        _socket: &SocketId,
+    ) -> bool {
+        false
+    }
+
+    /// A user's first connection on this node joined a presence channel
+    /// (after the channel's lock is released, unless `member_joining`
+    /// announced it).
     fn member_joined(&self, hub: &Hub, channel: &str, member: &Member, socket: &SocketId) {
         hub.announce_member_added(channel, member.clone(), Some(socket.clone()));
     }

@@ -137,6 +137,7 @@ impl Hub {
             shard.entry(spec.name.into()).or_default().clone()
         };
         let mut added = None;
+        let announced;
         let count;
         let remote = if spec.is_presence() {
             self.adapter.remote_members(self, spec.name)
@@ -161,6 +162,13 @@ impl Hub {
                     added = Some(entry.0.clone());
                 }
             }
+            // Announce a new member to the cluster before the joiner hears
+            // it is in: anything the client does next (closing another tab
+            // on another node) then reaches the other nodes after this.
+            announced = added.as_ref().is_some_and(|m| {
+                self.adapter
+                    .member_joining(self, spec.name, m, &conn.socket_id)
+            });
             Arc::make_mut(&mut state.subscribers).push(conn.clone());
             count = state.subscribers.len();
             let members = spec.is_presence().then(|| {
@@ -178,7 +186,9 @@ impl Hub {
             });
         }
         self.stats.subscribed();
-        if let Some(member) = added {
+        if let Some(member) = added
+            && !announced
+        {
             self.adapter
                 .member_joined(self, spec.name, &member, &conn.socket_id);
         }

@@ -2,7 +2,10 @@
 //! adapter that carries events to other nodes.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::hash::BuildHasher;
+use std::sync::{Arc, OnceLock, Weak};
+
+use tokio::sync::mpsc;
 
 use super::adapter::Adapter;
 use super::app::AppConfig;
@@ -15,7 +18,21 @@ pub struct Node {
     by_id: HashMap<String, usize>,
     by_key: HashMap<String, usize>,
     adapter: Arc<dyn Adapter>,
+    /// Ordered fan-out lanes for requests that must not wait on a fan-out
+    /// (see [`Node::publish_queued`]); started by the server.
+    lanes: OnceLock<Lanes>,
 }
+
+/// Fan-out lanes: a channel always maps to the same lane, so its events
+/// keep their order, while different channels fan out in parallel.
+struct Lanes {
+    senders: Vec<mpsc::Sender<(Arc<Hub>, Event)>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+/// Events a lane may hold before a publisher has to wait (backpressure
+/// instead of an unbounded queue).
+const LANE_CAPACITY: usize = 8192;
 
 impl Node {
     /// Builds the hubs. Duplicate ids or keys are refused by config
@@ -41,6 +58,7 @@ impl Node {
             by_id,
             by_key,
             adapter,
+            lanes: OnceLock::new(),
         });
         node.adapter.attach(Arc::downgrade(&node));
         node
@@ -65,5 +83,45 @@ impl Node {
     /// Publishes through the adapter (all nodes, this one included).
     pub fn publish(&self, hub: &Arc<Hub>, event: Event) {
         self.adapter.publish(hub, Arc::new(event));
+    }
+
+    /// Starts `count` fan-out lanes (one task each). Call once, inside the
+    /// runtime.
+    pub fn start_lanes(self: &Arc<Self>, count: usize) {
+        let mut senders = Vec::with_capacity(count);
+        for _ in 0..count.max(1) {
+            let (tx, mut rx) = mpsc::channel::<(Arc<Hub>, Event)>(LANE_CAPACITY);
+            let node: Weak<Node> = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(64);
+                while rx.recv_many(&mut batch, 64).await > 0 {
+                    let Some(node) = node.upgrade() else { return };
+                    for (hub, event) in batch.drain(..) {
+                        node.publish(&hub, event);
+                    }
+                }
+            });
+            senders.push(tx);
+        }
+        let _ = self.lanes.set(Lanes {
+            senders,
+            hasher: Default::default(),
+        });
+    }
+
+    /// Publishes without waiting for the fan-out: the event is queued on its
+    /// channel's lane (in order) and fanned out by the lane's task. Waits
+    /// only while the lane is full. Without lanes it publishes inline.
+    pub async fn publish_queued(&self, hub: &Arc<Hub>, event: Event) {
+        let Some(lanes) = self.lanes.get() else {
+            return self.publish(hub, event);
+        };
+        let lane = (lanes.hasher.hash_one(&*event.channel) as usize) % lanes.senders.len();
+        if let Err(mpsc::error::SendError((hub, event))) =
+            lanes.senders[lane].send((hub.clone(), event)).await
+        {
+            // The lane task is gone (shutting down): deliver inline.
+            self.publish(&hub, event);
+        }
     }
 }

@@ -156,7 +156,7 @@ pub async fn handle(
                     RawJson::from_validated(data.get()),
                     exclude.clone(),
                 );
-                node.publish(hub, event);
+                node.publish_queued(hub, event).await;
             }
             Ok(json!({ "message": "ok" }))
         }

@@ -123,8 +123,8 @@ pub async fn handle(node: &Node, req: &ApiRequest<'_>) -> ApiResult {
     };
     let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
     let result = match (req.method, &segments[1..]) {
-        ("POST", ["events"]) => trigger(node, hub, req.body),
-        ("POST", ["batch_events"]) => batch(node, hub, req.body),
+        ("POST", ["events"]) => trigger(node, hub, req.body).await,
+        ("POST", ["batch_events"]) => batch(node, hub, req.body).await,
         ("GET", ["channels"]) => channels(hub, param("filter_by_prefix"), param("info")).await,
         ("GET", ["channels", name]) => channel(hub, &decode(name), param("info")).await,
         ("GET", ["channels", name, "users"]) => users(hub, &decode(name)),
@@ -240,17 +240,15 @@ fn validate(app: &AppConfig, body: TriggerBody<'_>) -> Result<Trigger, ApiError>
     })
 }
 
-fn publish(node: &Node, hub: &Arc<Hub>, t: &Trigger) -> Result<Option<Value>, ApiError> {
+async fn publish(node: &Node, hub: &Arc<Hub>, t: &Trigger) -> Result<Option<Value>, ApiError> {
     for channel in &t.channels {
-        node.publish(
-            hub,
-            Event::message(
-                channel.as_str(),
-                t.name.as_str(),
-                t.data.clone(),
-                t.exclude.clone(),
-            ),
+        let event = Event::message(
+            channel.as_str(),
+            t.name.as_str(),
+            t.data.clone(),
+            t.exclude.clone(),
         );
+        node.publish_queued(hub, event).await;
     }
     let Some(info) = t.info.as_deref() else {
         return Ok(None);
@@ -265,15 +263,15 @@ fn publish(node: &Node, hub: &Arc<Hub>, t: &Trigger) -> Result<Option<Value>, Ap
     Ok(Some(Value::Object(out)))
 }
 
-fn trigger(node: &Node, hub: &Arc<Hub>, body: &Bytes) -> ApiResult {
+async fn trigger(node: &Node, hub: &Arc<Hub>, body: &Bytes) -> ApiResult {
     let trigger = validate(&hub.app, parse_json(body)?)?;
-    Ok(match publish(node, hub, &trigger)? {
+    Ok(match publish(node, hub, &trigger).await? {
         Some(channels) => json!({ "channels": channels }),
         None => json!({}),
     })
 }
 
-fn batch(node: &Node, hub: &Arc<Hub>, body: &Bytes) -> ApiResult {
+async fn batch(node: &Node, hub: &Arc<Hub>, body: &Bytes) -> ApiResult {
     #[derive(Deserialize)]
     struct Batch<'a> {
         #[serde(borrow)]
@@ -304,7 +302,7 @@ fn batch(node: &Node, hub: &Arc<Hub>, body: &Bytes) -> ApiResult {
         .collect::<Result<Vec<_>, _>>()?;
     let mut infos = Vec::new();
     for t in &triggers {
-        let info = publish(node, hub, t)?;
+        let info = publish(node, hub, t).await?;
         infos.push(
             info.and_then(|v| v.get(&t.channels[0]).cloned())
                 .unwrap_or_else(|| json!({})),

@@ -622,15 +622,27 @@ impl Adapter for RedisAdapter {
         }
     }
 
+    fn member_joining(&self, hub: &Hub, channel: &str, member: &Member, socket: &SocketId) -> bool {
+        if !self.healthy.load(Ordering::SeqCst) {
+            return false;
+        }
+        let app = &hub.app.id;
+        self.send(Write::HSet {
+            field: message::presence_field(app, channel, &member.key),
+            value: message::stored_member(member),
+        });
+        self.broadcast(&join_message(&self.id, app, channel, member, Some(socket)));
+        true
+    }
+
+    /// Only when Redis was away at join time (see `member_joining`).
     fn member_joined(&self, hub: &Hub, channel: &str, member: &Member, socket: &SocketId) {
         let app = &hub.app.id;
         self.send(Write::HSet {
             field: message::presence_field(app, channel, &member.key),
             value: message::stored_member(member),
         });
-        if self.healthy.load(Ordering::SeqCst) {
-            self.broadcast(&join_message(&self.id, app, channel, member, Some(socket)));
-        } else if self
+        if self
             .replica
             .lock()
             .join(app, channel, &self.id, member.clone())
