@@ -61,6 +61,14 @@ enum Write {
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long a `member_removed` is held back: announcements of different
+/// nodes race through Redis (a user opens a tab on one node and closes one
+/// on another within milliseconds), so a leave that empties a user waits
+/// this long for a join that cancels it — then clients see neither.
+const LEAVE_GRACE: Duration = Duration::from_millis(250);
+
+/// (app, channel, user) of a held-back `member_removed`.
+type PendingKey = (String, String, String);
 const WRITE_QUEUE: usize = 65_536;
 
 pub struct RedisAdapter {
@@ -80,6 +88,8 @@ pub struct RedisAdapter {
     last_seen: Mutex<HashMap<String, Instant>>,
     queries: Mutex<HashMap<u64, mpsc::UnboundedSender<Message>>>,
     next_query: AtomicU64,
+    /// Held-back removals and the generation that will deliver them.
+    pending_removals: Mutex<HashMap<PendingKey, u64>>,
     synced: Notify,
     is_synced: AtomicBool,
 }
@@ -107,6 +117,7 @@ impl RedisAdapter {
             last_seen: Mutex::new(HashMap::new()),
             queries: Mutex::new(HashMap::new()),
             next_query: AtomicU64::new(1),
+            pending_removals: Mutex::new(HashMap::new()),
             synced: Notify::new(),
             is_synced: AtomicBool::new(false),
         })
@@ -476,7 +487,13 @@ impl RedisAdapter {
                     .replica
                     .lock()
                     .join(&msg.a, channel, &msg.o, member.clone());
-                if added && let Some(hub) = self.hub(&msg.a) {
+                let key = (msg.a.clone(), channel.to_string(), member.key.to_string());
+                // Back within the grace period: clients never saw it leave.
+                let returned = added && self.pending_removals.lock().remove(&key).is_some();
+                if added
+                    && !returned
+                    && let Some(hub) = self.hub(&msg.a)
+                {
                     hub.announce_member_added(
                         channel,
                         member,
@@ -489,8 +506,8 @@ impl RedisAdapter {
                     return;
                 };
                 let removed = self.replica.lock().leave(&msg.a, channel, &msg.o, user);
-                if let (Some(member), Some(hub)) = (removed, self.hub(&msg.a)) {
-                    hub.announce_member_removed(channel, member);
+                if let Some(member) = removed {
+                    self.remove_after_grace(msg.a.clone(), channel.to_string(), member);
                 }
             }
             TERMINATE if !mine => {
@@ -527,6 +544,33 @@ impl RedisAdapter {
             }
             _ => {}
         }
+    }
+}
+
+impl RedisAdapter {
+    /// Delivers `member_removed` after [`LEAVE_GRACE`] unless a join of the
+    /// same user cancels it meanwhile.
+    fn remove_after_grace(&self, app: String, channel: String, member: Member) {
+        let Some(this) = self.this.upgrade() else {
+            return;
+        };
+        let key = (app, channel, member.key.to_string());
+        let generation = self.next_query.fetch_add(1, Ordering::Relaxed);
+        self.pending_removals.lock().insert(key.clone(), generation);
+        tokio::spawn(async move {
+            tokio::time::sleep(LEAVE_GRACE).await;
+            let due = {
+                let mut pending = this.pending_removals.lock();
+                let due = pending.get(&key) == Some(&generation);
+                if due {
+                    pending.remove(&key);
+                }
+                due
+            };
+            if due && let Some(hub) = this.hub(&key.0) {
+                hub.announce_member_removed(&key.1, member);
+            }
+        });
     }
 }
 
