@@ -117,11 +117,11 @@ pub enum Packet<'a> {
 
 /// Parses one Socket.IO packet (without the Engine.IO `4` prefix).
 pub fn parse(text: &str) -> Result<Packet<'_>, String> {
-    let mut chars = text.char_indices();
-    let Some((_, kind)) = chars.next() else {
+    let Some(kind) = text.chars().next() else {
         return Err("empty packet".into());
     };
-    let mut rest = &text[1..];
+    // The type is one character; it may be any character a client sends.
+    let mut rest = &text[kind.len_utf8()..];
     let mut namespace = "/";
     if rest.starts_with('/') {
         let end = rest.find(',').unwrap_or(rest.len());
@@ -239,6 +239,9 @@ mod tests {
         assert!(parse("2not json").is_err());
         assert!(parse("2[]").is_err());
         assert!(parse("").is_err());
+        // A multi-byte first character is just an unknown packet type.
+        assert!(matches!(parse("é2[\"x\"]").unwrap(), Packet::Other));
+        assert!(matches!(parse("€").unwrap(), Packet::Other));
         assert!(matches!(parse(r#"2/other,["x"]"#).unwrap(), Packet::Other));
     }
 }

@@ -125,14 +125,6 @@ pub fn handshake(
     Ok(Handshake { response, upgrade })
 }
 
-/// Wraps an upgraded connection; messages longer than `max_message` bytes
-/// are refused with close code 1009.
-pub fn server(upgraded: Upgraded, max_message: usize) -> Socket {
-    tokio_websockets::ServerBuilder::new()
-        .limits(Limits::default().max_payload_len(Some(max_message)))
-        .serve(TokioIo::new(upgraded))
-}
-
 /// Queues frames (text, or binary where flagged) and writes them in as few
 /// syscalls as the crate allows, giving up after `timeout` (a peer that
 /// does not read).
@@ -186,7 +178,7 @@ pub async fn close(ws: &mut Socket, code: u16, reason: &str, timeout: Duration) 
 
 /// After the crate reported a protocol error it has queued the matching
 /// close frame; polling once more flushes it.
-pub async fn finish_after_error(ws: &mut Socket, timeout: Duration) {
+async fn finish_after_error(ws: &mut Socket, timeout: Duration) {
     let _ = tokio::time::timeout(timeout, ws.next()).await;
 }
 
