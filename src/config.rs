@@ -45,6 +45,27 @@ pub struct ServerConfig {
     /// unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub echo_path: Option<String>,
+    /// Seconds a new connection has to finish its TLS handshake and send
+    /// complete HTTP request headers (slowloris guard).
+    pub handshake_timeout: u64,
+    /// Largest HTTP request head (request line and headers), in bytes;
+    /// larger heads are answered 431.
+    pub max_header_bytes: usize,
+    /// Concurrent connections (WebSocket, Socket.IO, HTTP) from one client
+    /// IP address; 0 means unlimited. Behind a proxy every client shares
+    /// the proxy's address: leave it at 0 there.
+    pub max_connections_per_ip: u64,
+    /// HTTP API requests per second accepted from one client IP address;
+    /// 0 means unlimited (over → 429).
+    pub api_rate_per_ip: u32,
+    /// When set, `/metrics` answers only requests carrying
+    /// `Authorization: Bearer <token>` (or `?token=`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_token: Option<String>,
+    /// When set (`"127.0.0.1:9601"`), `/metrics` is served only on this
+    /// separate listener, not on the public port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +85,12 @@ impl Default for ServerConfig {
             tls_key: None,
             tls_chain: None,
             api_cors: None,
+            handshake_timeout: 10,
+            max_header_bytes: 16 * 1024,
+            max_connections_per_ip: 0,
+            api_rate_per_ip: 0,
+            metrics_token: None,
+            metrics_listen: None,
         }
     }
 }
@@ -186,6 +213,20 @@ impl Config {
         set(env, "RESONANCE_OUTBOX_LIMIT", &mut s.outbox_limit)?;
         set(env, "RESONANCE_MAX_REQUEST_BYTES", &mut s.max_request_bytes)?;
         set(env, "RESONANCE_LOG", &mut s.log)?;
+        set(env, "RESONANCE_HANDSHAKE_TIMEOUT", &mut s.handshake_timeout)?;
+        set(env, "RESONANCE_MAX_HEADER_BYTES", &mut s.max_header_bytes)?;
+        set(
+            env,
+            "RESONANCE_MAX_CONNECTIONS_PER_IP",
+            &mut s.max_connections_per_ip,
+        )?;
+        set(env, "RESONANCE_API_RATE_PER_IP", &mut s.api_rate_per_ip)?;
+        if let Some(token) = env("RESONANCE_METRICS_TOKEN").filter(|v| !v.is_empty()) {
+            s.metrics_token = Some(token);
+        }
+        if let Some(listen) = env("RESONANCE_METRICS_LISTEN").filter(|v| !v.is_empty()) {
+            s.metrics_listen = Some(listen);
+        }
         if let Some(cert) = env("RESONANCE_TLS_CERT").filter(|v| !v.is_empty()) {
             s.tls_cert = Some(cert);
         }
@@ -274,6 +315,12 @@ impl Config {
             a.auth_endpoint = Some(url);
         }
         set(env, "RESONANCE_AUTH_TIMEOUT", &mut a.auth_timeout)?;
+        set(
+            env,
+            "RESONANCE_APP_MAX_SUBSCRIPTIONS",
+            &mut a.max_subscriptions_per_connection,
+        )?;
+        set(env, "RESONANCE_APP_MAX_API_RATE", &mut a.max_api_rate)?;
         set(env, "RESONANCE_SOCKETIO", &mut a.socketio)?;
         if let Some(keys) = env("RESONANCE_APP_EXTRA_API_KEYS") {
             a.extra_api_keys = keys
@@ -307,6 +354,19 @@ impl Config {
             return Err(
                 "server.pong_timeout and server.write_timeout: must be at least 1 second".into(),
             );
+        }
+        if s.handshake_timeout == 0 {
+            return Err("server.handshake_timeout: must be at least 1 second".into());
+        }
+        if s.max_header_bytes < 8192 {
+            return Err("server.max_header_bytes: must be at least 8192".into());
+        }
+        if let Some(listen) = &s.metrics_listen
+            && listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(format!(
+                "server.metrics_listen: {listen:?} is not an address such as \"127.0.0.1:9601\""
+            ));
         }
         if s.tls_cert.is_some() != s.tls_key.is_some() {
             return Err(

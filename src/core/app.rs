@@ -54,6 +54,12 @@ pub struct AppConfig {
     /// More keys accepted as `Bearer` tokens by the laravel-echo-server API
     /// (its extra `clients`).
     pub extra_api_keys: Vec<String>,
+    /// Channels one connection may be subscribed to at once (over → a
+    /// `LimitReached` subscription error, status 429).
+    pub max_subscriptions_per_connection: usize,
+    /// HTTP API requests per second accepted for this app; 0 means
+    /// unlimited (over → 429).
+    pub max_api_rate: u32,
 }
 
 impl Default for AppConfig {
@@ -79,6 +85,8 @@ impl Default for AppConfig {
             auth_timeout: 5,
             socketio: true,
             extra_api_keys: Vec::new(),
+            max_subscriptions_per_connection: 100,
+            max_api_rate: 0,
         }
     }
 }
@@ -122,6 +130,9 @@ impl AppConfig {
                 "auth_endpoint",
                 "must be an http:// URL (put TLS in front of the app, not between it and Resonance)",
             );
+        }
+        if self.max_subscriptions_per_connection == 0 {
+            return bad("max_subscriptions_per_connection", "must be at least 1");
         }
         if self.auth_timeout == 0 {
             return bad("auth_timeout", "must be at least 1 second");
