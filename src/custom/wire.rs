@@ -17,10 +17,10 @@ use bytes::Bytes;
 use crate::core::connection::Wire;
 use crate::core::event::{Event, EventKind};
 
-/// Slot 1 of the encoding cache (slot 0 is Pusher's).
+/// Slot 2 of the encoding cache (0 is Pusher's, 1 Socket.IO's).
 pub static RAW_WIRE: Wire = Wire {
     name: "raw",
-    slot: 1,
+    slot: 2,
     encode: encode_event,
     notice: |_, _| None,
 };
