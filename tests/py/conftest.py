@@ -246,6 +246,17 @@ class ResonanceServer:
         return r
 
 
+def collect_before_sentinel(server, ws, channel: str, pred, app: App | None = None) -> list:
+    """Trigger a sentinel event on `channel` through the HTTP API (after the action under test)
+    and return the frames matching pred that `ws` got before it: one channel's events reach a
+    connection in the order they were published, so nothing the action caused can come later."""
+    token = uniq("sentinel-")
+    server.trigger(channel, "sentinel", token, app=app)
+    return ws.collect_until(
+        pred, lambda m: m.get("event") == "sentinel" and m.get("channel") == channel and m.get("data") == token,
+        desc=f"the sentinel on {channel}")
+
+
 # --------------------------------------------------------------------------
 # raw Pusher WebSocket client
 # --------------------------------------------------------------------------
@@ -350,6 +361,42 @@ class RawWs:
                 self.pending.append(m)
         return out
 
+    def collect_until(self, pred, sentinel, timeout: float = 5.0, desc: str = "the sentinel") -> list:
+        """Read until a frame matching `sentinel` arrives (consumed); return (and consume) the
+        frames matching pred that came before it. The sentinel was sent through the same path
+        after the action under test, so whatever that action caused has arrived: no fixed wait."""
+        out, rest, found = [], collections.deque(), False
+        while self.pending:
+            m = self.pending.popleft()
+            if found:
+                rest.append(m)
+            elif sentinel(m):
+                found = True
+            elif pred(m):
+                out.append(m)
+            else:
+                rest.append(m)
+        self.pending = rest
+        deadline = time.monotonic() + timeout
+        while not found:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out after {timeout}s waiting for {desc}; "
+                                     f"unconsumed frames: {list(self.pending)[-10:]}")
+            try:
+                m = self._recv_one(left)
+            except Closed as c:
+                raise AssertionError(f"{c} while waiting for {desc}; unconsumed frames: {list(self.pending)[-10:]}")
+            if m is None:
+                continue
+            if sentinel(m):
+                found = True
+            elif pred(m):
+                out.append(m)
+            else:
+                self.pending.append(m)
+        return out
+
     def wait_closed(self, timeout: float = 5.0):
         """Read until the server closes the connection; return (code, frames received meanwhile)."""
         deadline = time.monotonic() + timeout
@@ -433,6 +480,13 @@ class PusherWs(RawWs):
     def ping(self, timeout: float = 5.0):
         self.send_json({"event": "pusher:ping", "data": {}})
         return self.wait_event("pusher:pong", timeout=timeout)
+
+    def collect_before_pong(self, pred, timeout: float = 5.0) -> list:
+        """Sentinel on this connection: the server answers one connection's messages in order, so
+        the pong comes after every reply to what was sent before it. Returns the frames matching
+        pred received before the pong."""
+        self.send_json({"event": "pusher:ping", "data": {}})
+        return self.collect_until(pred, lambda m: m.get("event") == "pusher:pong", timeout, "pusher:pong")
 
     def signin(self, user_id: str, user_info=None, sdk=None, timeout: float = 5.0):
         user = {"id": user_id}

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from conftest import App, RawWs, channel_auth, hmac_hex, json_error_message, random_app, uniq
+from conftest import (App, RawWs, channel_auth, collect_before_sentinel, hmac_hex, json_error_message, random_app,
+                      uniq)
 
 MAX_MESSAGE_BYTES = 8192  # the `server` fixture sets RESONANCE_MAX_MESSAGE_BYTES to this
 MAX_EVENT_BYTES = 10240  # contract default
@@ -150,7 +151,8 @@ def test_http_data_over_limit_413(server):
         r = server.signed("POST", events_path(server), {"name": "big", "channel": ch, "data": "a" * (MAX_EVENT_BYTES + 1)})
         assert r.status_code == 413, r.text
         json_error_message(r)
-        assert ws.collect(lambda m: m.get("event") == "big", 0.5) == [], "rejected event must not be delivered"
+        got = collect_before_sentinel(server, ws, ch, lambda m: m.get("event") == "big")
+        assert got == [], "rejected event must not be delivered"
 
 
 def test_http_too_many_channels(server):
@@ -327,7 +329,8 @@ def test_ws_private_wrong_signature(server):
         assert expected not in json.dumps(m), "the error must not reveal the expected signature"
         # the channel must not deliver, and the connection stays usable
         server.trigger(ch, "leak", "no")
-        assert ws.collect(lambda m: m.get("event") == "leak", 0.5) == []
+        # sentinel: the pong comes after the unsubscribed channel's event would have
+        assert ws.collect_before_pong(lambda m: m.get("event") == "leak") == []
         ws.ping()
         ws.subscribe(ch)  # now correctly signed
         server.trigger(ch, "leak", "yes")
@@ -382,8 +385,10 @@ def test_ws_client_event_flood_rate_limited(server):
         for i in range(30):
             sender.send_json({"event": "client-x", "channel": ch, "data": {"i": i}})
         send_elapsed = time.monotonic() - t0
-        errs = sender.collect(lambda m: m.get("event") == "pusher:error", 1.5)
-        got = receiver.collect(lambda m: m.get("event") == "client-x" and m.get("channel") == ch, 1.5)
+        # sentinels: the sender's pong follows its 30 messages' replies; the API event on the
+        # channel, triggered once they were all handled, follows every relayed client event
+        errs = sender.collect_before_pong(lambda m: m.get("event") == "pusher:error")
+        got = collect_before_sentinel(server, receiver, ch, lambda m: m.get("event") == "client-x")
         assert any(pusher_error_code(e) == 4301 for e in errs), f"expected pusher:error 4301, got {errs}"
         allowed = 10 + int(10 * send_elapsed + 0.999)
         assert 1 <= len(got) <= allowed, \
@@ -392,11 +397,15 @@ def test_ws_client_event_flood_rate_limited(server):
         sender.ping()
         # never echoed to the sender
         assert not any(m.get("event") == "client-x" for m in sender.history)
-        # after the window the sender may send again
-        time.sleep(1.1)
-        sender.send_json({"event": "client-x", "channel": ch, "data": {"i": "late"}})
-        late = receiver.wait_event("client-x", ch, timeout=3)
-        late_data = json.loads(late["data"]) if isinstance(late["data"], str) else late["data"]
+        # after the window the sender may send again: the window is a fixed 1 s (core/rules.rs
+        # RateLimit), so instead of sleeping past it, send every 0.1 s until one gets through
+        deadline = time.monotonic() + 5
+        late = []
+        while not late:
+            assert time.monotonic() < deadline, "no client event got through after the rate window"
+            sender.send_json({"event": "client-x", "channel": ch, "data": {"i": "late"}})
+            late = receiver.collect(lambda m: m.get("event") == "client-x", 0.1)  # polls the positive case
+        late_data = json.loads(late[0]["data"]) if isinstance(late[0]["data"], str) else late[0]["data"]
         assert late_data == {"i": "late"}
 
 
@@ -407,7 +416,7 @@ def test_ws_client_event_on_public_channel_rejected(server):
         receiver.subscribe(ch)
         sender.send_json({"event": "client-x", "channel": ch, "data": {}})
         sender.wait_event("pusher:error", timeout=5)
-        assert receiver.collect(lambda m: m.get("event") == "client-x", 0.5) == []
+        assert collect_before_sentinel(server, receiver, ch, lambda m: m.get("event") == "client-x") == []
 
 
 def test_ws_client_event_unsubscribed_rejected(server):
@@ -416,7 +425,7 @@ def test_ws_client_event_unsubscribed_rejected(server):
         receiver.subscribe(ch)
         sender.send_json({"event": "client-x", "channel": ch, "data": {}})
         sender.wait_event("pusher:error", timeout=5)
-        assert receiver.collect(lambda m: m.get("event") == "client-x", 0.5) == []
+        assert collect_before_sentinel(server, receiver, ch, lambda m: m.get("event") == "client-x") == []
 
 
 # ------------------------------------------------------------ survival
@@ -460,10 +469,14 @@ def test_multiapp_isolation(two_apps):
         wb.subscribe(ch)
         s.sdk(a).trigger(ch, "only-a", "A")
         assert wa.wait_event("only-a", ch)["data"] == "A"
-        assert wb.collect(lambda m: m.get("event") == "only-a", 1.0) == [], "event crossed apps"
+        # sentinel on the same channel name, through app B's API: a leaked "only-a" was queued
+        # before wa got its copy, so before this
+        assert collect_before_sentinel(s, wb, ch, lambda m: m.get("event") == "only-a", app=b) == [], \
+            "event crossed apps"
         s.sdk(b).trigger(ch, "only-b", "B")
         assert wb.wait_event("only-b", ch)["data"] == "B"
-        assert wa.collect(lambda m: m.get("event") == "only-b", 1.0) == [], "event crossed apps"
+        assert collect_before_sentinel(s, wa, ch, lambda m: m.get("event") == "only-b", app=a) == [], \
+            "event crossed apps"
         assert ch in s.sdk(a).channels_info()["channels"]
         info_b = s.sdk(b).channel_info(ch, ["subscription_count"])
         assert info_b["subscription_count"] == 1

@@ -7,7 +7,7 @@ import time
 import pusher
 import pytest
 
-from conftest import channel_auth, uniq
+from conftest import channel_auth, collect_before_sentinel, uniq
 
 
 def _poll(fn, pred, timeout=3.0, interval=0.05):
@@ -38,7 +38,7 @@ def test_trigger_single_channel_exact_data(server):
         assert m["data"] == data, "data string must be delivered byte-for-byte as triggered"
         assert isinstance(m["data"], str)
         # exactly once
-        assert ws.collect(_is_event("order.created", ch), 0.5) == []
+        assert collect_before_sentinel(server, ws, ch, _is_event("order.created", ch)) == []
 
 
 def test_trigger_dict_data_is_delivered_as_string(server):
@@ -66,8 +66,11 @@ def test_trigger_several_channels(server):
         for c, ch in zip(clients, chans):
             m = c.wait_event("fanout", ch)
             assert m["data"] == "payload-123"
-            assert c.collect(lambda m: m.get("event") == "fanout", 0.3) == [], "delivered more than once"
-        assert bystander.collect(lambda m: m.get("event") == "fanout", 0.5) == []
+            assert collect_before_sentinel(server, c, ch, lambda m: m.get("event") == "fanout") == [], \
+                "delivered more than once"
+        # the bystander's channel was not triggered; a sentinel triggered on it proves its stream is
+        # live, and a wrongly routed "fanout" (queued while the others got theirs) would precede it
+        assert collect_before_sentinel(server, bystander, other, lambda m: m.get("event") == "fanout") == []
     finally:
         for c in clients + [bystander]:
             c.close()
@@ -80,7 +83,8 @@ def test_one_client_on_several_triggered_channels_gets_one_copy_per_channel(serv
         ws.subscribe(a)
         ws.subscribe(b)
         sdk.trigger([a, b], "both", "x")
-        got = ws.collect(lambda m: m.get("event") == "both", 1.0)
+        got = collect_before_sentinel(server, ws, a, lambda m: m.get("event") == "both")
+        got += collect_before_sentinel(server, ws, b, lambda m: m.get("event") == "both")
         assert sorted(m["channel"] for m in got) == sorted([a, b])
 
 
@@ -92,7 +96,7 @@ def test_trigger_socket_id_exclusion(server):
         other.subscribe(ch)
         sdk.trigger(ch, "news", "only-for-others", socket_id=excluded.socket_id)
         assert other.wait_event("news", ch)["data"] == "only-for-others"
-        assert excluded.collect(lambda m: m.get("event") == "news", 1.0) == [], \
+        assert collect_before_sentinel(server, excluded, ch, lambda m: m.get("event") == "news") == [], \
             "the socket_id passed to trigger must not receive the event"
         # and the excluded socket still gets later events
         sdk.trigger(ch, "news", "for-all")
@@ -114,7 +118,7 @@ def test_trigger_batch(server):
         assert w1.wait_event("b.one", c1)["data"] == "d1"
         assert w1.wait_event("b.three", c1)["data"] == "d3"
         assert json.loads(w2.wait_event("b.two", c2)["data"]) == {"x": 2}
-        assert w2.collect(lambda m: m.get("event") in ("b.one", "b.three"), 0.5) == []
+        assert collect_before_sentinel(server, w2, c2, lambda m: m.get("event") in ("b.one", "b.three")) == []
 
 
 def test_trigger_batch_keeps_order_on_one_channel(server):
