@@ -3,7 +3,7 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  useHarness, connectedPusher, subscribe, trigger, Recorder, RawClient, uid, signChannel, sleep,
+  useHarness, connectedPusher, subscribe, trigger, api, waitUntil, Recorder, RawClient, uid, signChannel,
 } from '../lib/harness.js';
 
 const h = useHarness();
@@ -56,7 +56,11 @@ test('presence: members, dedupe, member_added/member_removed per user (pusher-js
   // user 1's first connection leaves: user 1 is still present through A2
   const recA2 = new Recorder(cha2, ['pusher:member_removed', 'sentinel']);
   a1.disconnect();
-  await sleep(500); // let the server notice the close (a member_removed would be sent right then)
+  // The server has handled the close once the channel counts 2 connections; a member_removed
+  // would be queued right then, so the sentinel triggered afterwards arrives after it.
+  const subscriptions = async () =>
+    (await api(server, 'GET', `/channels/${channel}`, { query: { info: 'subscription_count' } })).json?.subscription_count;
+  await waitUntil(async () => (await subscriptions()) === 2, 5000, 'the server to drop A1 from the channel (subscription_count 2)');
   await trigger(server, channel, 'sentinel', { n: 2 });
   await recB1.waitFor('sentinel', 5000, (i) => i.data.n === 2);
   await recA2.waitFor('sentinel', 5000, (i) => i.data.n === 2);

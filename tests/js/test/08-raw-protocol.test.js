@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import {
   useHarness, RawClient, trigger, uid, sleep, connectedPusher, waitForEvent, withTimeout, pusherClient,
 } from '../lib/harness.js';
+import { PUSHERJS_RETRY_GRACE_MS } from '../../common/sentinel.js';
 
 const h = useHarness();
 let server;
@@ -55,7 +56,8 @@ test('pusher-js with an unknown key does not reach "connected" and does not retr
   p.connection.bind('state_change', ({ current }) => states.push(current));
   const [err] = await waitForEvent(p.connection, 'error', 5000, 'pusher-js error event');
   assert.equal(err.data?.code ?? err.error?.data?.code, 4001, JSON.stringify(err));
-  await sleep(1000);
+  // Client-side timing, no server path to send a sentinel on: see PUSHERJS_RETRY_GRACE_MS.
+  await sleep(PUSHERJS_RETRY_GRACE_MS);
   assert.equal(p.connection.state, 'disconnected', `states: ${states}`);
   assert.ok(!states.includes('connected'), `states: ${states}`);
 });
@@ -96,6 +98,9 @@ describe('cache channels', () => {
   });
 });
 
+/** How long the ponging client is watched: > activity_timeout + pong_timeout (1 s + 1 s) with margin. */
+const POLITE_WATCH_MS = 3500;
+
 test('activity timeout: silent client gets pusher:ping, then close 4201; a ponging client stays', async () => {
   const s = await h.startServer({
     config: { server: { pong_timeout: 1 }, apps: [{ activity_timeout: 1 }] },
@@ -116,7 +121,9 @@ test('activity timeout: silent client gets pusher:ping, then close 4201; a pongi
   assert.equal(close.code, 4201);
   assert.ok(Date.now() - start < 8000);
   // the polite client answered its pings and is still connected
-  await sleep(Math.max(0, 3500 - (Date.now() - start)));
+  // Inherently time-based: by then a client that never ponged is long cut (activity_timeout 1 s +
+  // pong_timeout 1 s above), so the ponging one was watched over more than one ping cycle.
+  await sleep(Math.max(0, POLITE_WATCH_MS - (Date.now() - start)));
   assert.ok(polite.isOpen, `ponging client was closed: ${JSON.stringify(polite.closeInfo)}`);
   assert.ok(polite.all((m) => m.event === 'pusher:ping').length >= 1, 'polite client was pinged');
   await polite.ping();

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import {
   useHarness, connectedPusher, subscribe, api, trigger, RawClient, Recorder, uid, sleep, waitUntil, waitForEvent,
 } from '../lib/harness.js';
+import { PUSHERJS_RETRY_GRACE_MS } from '../../common/sentinel.js';
 
 const h = useHarness();
 let server, auth;
@@ -112,7 +113,8 @@ test('POST /users/{id}/terminate_connections closes that user\'s connections wit
   assert.equal(e.data?.code ?? e.error?.data?.code, 4009, JSON.stringify(e));
   await waitUntil(() => u1a.connection.state === 'disconnected' && u1b.connection.state === 'disconnected', 5000,
     `user 1's pusher-js clients disconnected (a: ${u1a.connection.state}, b: ${u1b.connection.state})`);
-  await sleep(1500);
+  // Client-side timing (pusher-js' reconnect delay), no server path for a sentinel.
+  await sleep(PUSHERJS_RETRY_GRACE_MS);
   assert.equal(u1a.connection.state, 'disconnected', `a states: ${states.a}`);
   assert.equal(u1b.connection.state, 'disconnected', `b states: ${states.b}`);
   assert.ok(!states.a.includes('connecting') && !states.b.includes('connecting'), `reconnected: ${JSON.stringify(states)}`);

@@ -4,7 +4,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   useHarness, SioClient, RawClient, connectedPusher, pusherSubscribe, echoPusher, capture,
-  waitSubscriptions, waitIngestion, waitUntil, laravelPayload, uid, sleep, LARAVEL_EVENT, DEFAULT_WAIT_MS,
+  waitSubscriptions, waitIngestion, waitUntil, laravelPayload, uid, LARAVEL_EVENT, DEFAULT_WAIT_MS,
 } from '../lib/harness.js';
 
 const h = useHarness();
@@ -223,9 +223,13 @@ for (const prefix of ['laravel_database_', 'laravel-database-', '']) {
       s2.echo.channel(channel);
       s4.echo.channel(channel);
       await waitSubscriptions(server, channel, 2);
-      await sleep(200);
-      assert.deepEqual(s2.all(), [], 'no frame on a successful public subscribe (2.x)');
-      assert.deepEqual(s4.all(), [], 'no frame on a successful public subscribe (4.x)');
+      // Sentinel on the same channel: a frame answering the subscribe would be queued before it.
+      await redis.publish(`${prefix}${channel}`, laravelPayload('Sentinel', { n: 1 }));
+      await s2.nextEvent('Sentinel', channel);
+      await s4.nextEvent('Sentinel', channel);
+      const sentinel = [['Sentinel', channel, { n: 1 }]];
+      assert.deepEqual(s2.all(), sentinel, 'no frame on a successful public subscribe (2.x)');
+      assert.deepEqual(s4.all(), sentinel, 'no frame on a successful public subscribe (4.x)');
       s2.echo.leaveChannel(channel);
       await waitSubscriptions(server, channel, 1);
       await redis.publish(`${prefix}${channel}`, laravelPayload(LARAVEL_EVENT, { id: 9 }));

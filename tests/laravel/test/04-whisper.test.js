@@ -2,7 +2,7 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  useHarness, SioClient, connectedPusher, pusherSubscribe, capture, waitSubscriptions, userInfo, uid, sleep,
+  useHarness, SioClient, connectedPusher, pusherSubscribe, capture, waitSubscriptions, userInfo, uid,
 } from '../lib/harness.js';
 
 const h = useHarness();
@@ -102,10 +102,10 @@ test('whispers on a public channel, or on a channel the sender has not joined, a
   A.socket.emit('client event', { channel: other, event: 'client-typing', data: { bad: 'not-subscribed' } });
   // event name without client- prefix
   A.socket.emit('client event', { channel, event: 'typing', data: { bad: 'no-prefix' } });
-  // barrier: a valid whisper from the same socket, processed after the ones above
+  // Sentinel: a valid whisper from the same socket. The server handles one socket's messages in
+  // order (engineioxide's on_message, handled inline), so it is relayed after the ones above.
   aCh.whisper('typing', { ok: true });
   await B.nextEvent('client-typing', channel);
-  await sleep(200); // in case the server handles one socket's events concurrently
   const bad = B.all((a) => a[2] && a[2].bad);
   assert.deepEqual(bad, [], 'no invalid whisper was delivered');
   assert.equal(B.count('typing'), 0);

@@ -4,7 +4,7 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  useHarness, SioClient, RawClient, capture, waitSubscriptions, waitIngestion, waitUntil, laravelPayload, uid, sleep,
+  useHarness, SioClient, RawClient, capture, waitSubscriptions, waitIngestion, waitUntil, laravelPayload, uid,
   withTimeout, LARAVEL_EVENT,
 } from '../lib/harness.js';
 
@@ -18,6 +18,21 @@ before(async () => {
   server = await h.startServer({ redis, prefix: PREFIX, auth });
   await waitIngestion(redis, PREFIX);
 });
+
+/**
+ * Sentinel for whispers A sent on `channel` (on server `srv`, Redis prefix `prefix`): the server
+ * handles one socket's messages in order, so once a subscription A asks for afterwards shows up,
+ * every earlier whisper has been relayed (or dropped); an event then published on the same channel
+ * reaches B after all of them. Returns when B has it.
+ */
+async function afterWhispers(srv, prefix, A, B, channel) {
+  const barrier = uid('barrier');
+  A.echo.channel(barrier);
+  await waitSubscriptions(srv, barrier, 1);
+  const n = uid('n');
+  await redis.publish(`${prefix}${channel}`, laravelPayload('Sentinel', { n }));
+  await B.next((a) => a[0] === 'Sentinel' && a[1] === channel && a[2]?.n === n, 5000, 'the sentinel after the whispers');
+}
 
 async function poll(eio, { origin = 'http://app.test', sid, method = 'GET', body } = {}) {
   const q = `EIO=${eio}&transport=polling&t=${Date.now().toString(36)}${sid ? `&sid=${sid}` : ''}`;
@@ -109,8 +124,12 @@ test('allowed_origins applies to /socket.io/ (websocket and polling, 2.x and 4.x
         assert.equal(ok.isConnected, true);
         ok.disconnect();
         const bad = new SioClient(s, { version, transports, headers: { Origin: 'http://evil.test' } });
-        await sleep(600);
-        assert.equal(bad.isConnected, false, `socket.io ${version}.x ${transports} from a foreign Origin must be refused`);
+        let connected = false;
+        bad.socket.on('connect', () => (connected = true));
+        // No fixed wait: the refusal itself is the positive signal (reconnection is off).
+        await waitUntil(() => bad.connectErrors.length > 0 || bad.disconnectReason, 5000,
+          `socket.io ${version}.x ${transports} from a foreign Origin: connect_error or disconnect`);
+        assert.equal(connected || bad.isConnected, false, `socket.io ${version}.x ${transports} from a foreign Origin must be refused`);
         bad.disconnect();
       }
     }
@@ -129,15 +148,21 @@ test('whisper rate limit applies to Socket.IO senders; the connection survives i
   B.echo.private(name).listenForWhisper('typing', got.cb);
   await waitSubscriptions(server, channel, 2);
   for (let i = 0; i < 40; i++) aCh.whisper('typing', { i });
-  await got.nth(1);
-  await sleep(700);
+  await afterWhispers(server, PREFIX, A, B, channel);
   const n = got.calls.length;
   assert.ok(n >= 1 && n <= 20, `40 whispers sent at once with client_event_rate=10/s: delivered ${n} (expected about 10, at most 20)`);
-  await sleep(1200);
-  aCh.whisper('typing', { after: true });
-  await waitSubscriptions(server, channel, 2);
-  const last = await B.next((a) => a[0] === 'client-typing' && a[2] && a[2].after === true, 3000, 'a whisper after the rate window');
-  assert.deepEqual(last[2], { after: true });
+  // The rate window is a fixed 1 s (core/rules.rs RateLimit): instead of sleeping past it, whisper
+  // every 100 ms until one gets through.
+  let tries = 0;
+  await waitUntil(
+    () => {
+      aCh.whisper('typing', { after: ++tries });
+      return B.all((a) => a[0] === 'client-typing' && a[2] && a[2].after).length > 0;
+    },
+    5000,
+    () => `a whisper getting through after the rate window (${tries} tries)`,
+    100,
+  );
   assert.equal(A.isConnected, true);
 });
 
@@ -151,8 +176,9 @@ test('client_events disabled for the app → Socket.IO whispers are not delivere
     const aCh = A.echo.private(name);
     B.echo.private(name);
     await waitSubscriptions(s, `private-${name}`, 2);
+    await waitIngestion(redis, 'noclient_');
     aCh.whisper('typing', { x: 1 });
-    await sleep(500);
+    await afterWhispers(s, 'noclient_', A, B, `private-${name}`);
     assert.equal(B.count('client-typing'), 0, 'whisper dropped');
     assert.equal(A.isConnected && B.isConnected, true);
   } finally {
