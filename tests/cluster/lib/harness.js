@@ -71,7 +71,11 @@ export const LARAVEL_PREFIX = 'laravel_database_';
 
 /** How long we wait for a cross-node path to start working (subscription propagation). */
 export const SYNC_WAIT_MS = 10000;
-/** Quiet time after the last expected delivery before asserting that nothing more arrived. */
+/**
+ * Quiet time before asserting that nothing (more) arrived, ONLY where no sentinel can follow the
+ * same path (expectExactlyOnce without `via`, and the waits whose comment says why). Prefer
+ * expectExactlyOnce({ via }) / awaitSentinel().
+ */
 export const SETTLE_MS = 800;
 
 const USER_NAMES = { 1: 'Alice', 2: 'Bob', 3: 'Carol', 4: 'Dave', 5: 'Eve', 6: 'Frank', 7: 'Grace', 8: 'Heidi', 9: 'Ivan' };
@@ -549,11 +553,49 @@ function matches(d, match) {
   return Object.entries(match).every(([k, v]) => JSON.stringify(d[k]) === JSON.stringify(v));
 }
 
+export const SENTINEL_EVENT = 'cluster-sentinel';
+
 /**
- * Wait until every sink in `sinks` has `event` (matching `match`) at least once, then SETTLE_MS
- * more, then assert each has it EXACTLY once; every sink of `absent` must have it zero times.
+ * Send a sentinel event on `channel` through `via` and wait until every sink in `sinks` has it.
+ * `via` is a node (the sentinel is triggered through its HTTP API) or a function
+ * `(event, data) => Promise` that sends it (e.g. a Laravel publish on Redis). One publisher's
+ * events on one channel reach each receiver in order (the node's ordered fan-out lanes, one Redis
+ * connection per node), so when the sentinel is in, so is everything sent that way before it.
  */
-export async function expectExactlyOnce({ sinks, absent = [], event, channel, match, ms = DEFAULT_WAIT_MS, what = event }) {
+export async function awaitSentinel(via, channel, sinks, ms = SYNC_WAIT_MS) {
+  const id = uid('sentinel');
+  if (typeof via === 'function') await via(SENTINEL_EVENT, { id });
+  else await trigger(via, channel, SENTINEL_EVENT, { id });
+  const has = (s) => countMatching(s, SENTINEL_EVENT, channel, { id }) >= 1;
+  await waitUntil(() => sinks.every(has), ms,
+    () => `sentinel ${id} on ${channel} at ${JSON.stringify(sinks.filter((s) => !has(s)).map(String))}`, 20);
+}
+
+/** src/adapter/redis/mod.rs LEAVE_GRACE: every node holds a member_removed back this long. */
+export const LEAVE_GRACE_MS = 250;
+/** Scheduling margin on top of LEAVE_GRACE_MS (the timers run on busy, shared CI cores). */
+const LEAVE_MARGIN_MS = 350;
+
+/**
+ * Presence sentinel: a sentinel through every node of `nodeList` on `channel`, awaited at every
+ * sink. A node's joins, leaves and events share one ordered Redis channel, so afterwards every
+ * member_added caused so far has been delivered and every node has seen every leave. With
+ * `leaves`, it then also waits out the member_removed hold (LEAVE_GRACE_MS, a timer on each node:
+ * no message follows it), so a duplicate member_removed would have arrived by then.
+ */
+export async function presenceSettled(nodeList, channel, sinks, { leaves = false } = {}) {
+  for (const n of nodeList) await awaitSentinel(n, channel, sinks);
+  if (leaves) await sleep(LEAVE_GRACE_MS + LEAVE_MARGIN_MS);
+}
+
+/**
+ * Wait until every sink in `sinks` has `event` (matching `match`) at least once, then assert each
+ * has it EXACTLY once; every sink of `absent` must have it zero times. Before asserting, a
+ * sentinel is sent the same way as the event (`via`: see awaitSentinel) and awaited at every sink
+ * of `sentinelSinks` (default: sinks and absent; leave out the ones not subscribed to `channel`).
+ * Without `via` (no sentinel can follow the same path) it waits SETTLE_MS instead.
+ */
+export async function expectExactlyOnce({ sinks, absent = [], event, channel, match, ms = DEFAULT_WAIT_MS, what = event, via, sentinelSinks }) {
   const counts = () => Object.fromEntries([...sinks, ...absent].map((s) => [String(s), countMatching(s, event, channel, match)]));
   await waitUntil(
     () => sinks.every((s) => countMatching(s, event, channel, match) >= 1),
@@ -561,7 +603,8 @@ export async function expectExactlyOnce({ sinks, absent = [], event, channel, ma
     () => `${what}: "${event}" ${JSON.stringify(match ?? {})} on ${channel} at every receiver (counts so far: ${JSON.stringify(counts())})`,
     20,
   );
-  await sleep(SETTLE_MS);
+  if (via) await awaitSentinel(via, channel, sentinelSinks || [...sinks, ...absent]);
+  else await sleep(SETTLE_MS);
   const got = counts();
   const want = Object.fromEntries([...sinks.map((s) => [String(s), 1]), ...absent.map((s) => [String(s), 0])]);
   if (JSON.stringify(got) !== JSON.stringify(want))

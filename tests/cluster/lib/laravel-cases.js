@@ -5,7 +5,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   useCluster, RawClient, connectedPusher, pusherSink, trigger, syncDelivery, expectExactlyOnce, laravelPayload,
-  waitUntil, sleep, uid, PROBE_EVENT, SETTLE_MS, SYNC_WAIT_MS,
+  presenceSettled, waitUntil, sleep, uid, PROBE_EVENT, SENTINEL_EVENT, SYNC_WAIT_MS,
 } from './harness.js';
 
 const EVENT = 'App\\Events\\OrderShipped';
@@ -31,6 +31,9 @@ export function defineLaravelTests(prefix) {
   let redis, A, B;
   const what = `prefix ${JSON.stringify(prefix)}`;
 
+  /** Sentinel sender for expectExactlyOnce: a Laravel PUBLISH on the same Redis channel. */
+  const laravelVia = (channel) => (event, data) => redis.publish(`${prefix}${channel}`, laravelPayload(event, data));
+
   before(async () => {
     redis = await h.redis();
     [A, B] = await h.startCluster(2, { laravelPrefix: prefix });
@@ -54,7 +57,7 @@ export function defineLaravelTests(prefix) {
       for (let i = 1; i <= 3; i++) {
         const receivers = await redis.publish(`${prefix}${channel}`, laravelPayload(EVENT, { id: i }));
         assert.ok(receivers >= 1, `PUBLISH receivers ${receivers}`);
-        await expectExactlyOnce({ sinks, event: EVENT, channel, match: { id: i }, what: `Laravel publish #${i}` });
+        await expectExactlyOnce({ sinks, event: EVENT, channel, match: { id: i }, what: `Laravel publish #${i}`, via: laravelVia(channel) });
       }
       for (const s of sinks) assert.deepEqual(s.received(EVENT, channel), [{ id: 1 }, { id: 2 }, { id: 3 }], `${s}: the three Laravel events, once each, in order`);
     });
@@ -72,8 +75,8 @@ export function defineLaravelTests(prefix) {
     await syncRedis(redis, prefix, c1, [ra, rb]);
     await syncRedis(redis, prefix, c2, [ra, rb]);
     await redis.evalPublish(laravelPayload(EVENT, { id: 42 }), [`${prefix}${c1}`, `${prefix}${c2}`]);
-    await expectExactlyOnce({ sinks: [ra, rb], event: EVENT, channel: c1, match: { id: 42 }, what: 'EVAL publish (c1)' });
-    await expectExactlyOnce({ sinks: [ra, rb], event: EVENT, channel: c2, match: { id: 42 }, what: 'EVAL publish (c2)' });
+    await expectExactlyOnce({ sinks: [ra, rb], event: EVENT, channel: c1, match: { id: 42 }, what: 'EVAL publish (c1)', via: laravelVia(c1) });
+    await expectExactlyOnce({ sinks: [ra, rb], event: EVENT, channel: c2, match: { id: 42 }, what: 'EVAL publish (c2)', via: laravelVia(c2) });
   });
 
   test(`${what}: "socket" in the Laravel payload excludes that connection on whichever node it is`, async () => {
@@ -81,9 +84,9 @@ export function defineLaravelTests(prefix) {
     const { ra, rb, pa, pb, sinks } = await clientsOn(channel);
     await syncRedis(redis, prefix, channel, sinks);
     await redis.publish(`${prefix}${channel}`, laravelPayload(EVENT, { id: 1 }, rb.socketId));
-    await expectExactlyOnce({ sinks: [ra, pa, pb], absent: [rb], event: EVENT, channel, match: { id: 1 }, what: 'toOthers() publish, sender on B' });
+    await expectExactlyOnce({ sinks: [ra, pa, pb], absent: [rb], event: EVENT, channel, match: { id: 1 }, what: 'toOthers() publish, sender on B', via: laravelVia(channel) });
     await redis.publish(`${prefix}${channel}`, laravelPayload(EVENT, { id: 2 }, ra.socketId));
-    await expectExactlyOnce({ sinks: [rb, pa, pb], absent: [ra], event: EVENT, channel, match: { id: 2 }, what: 'toOthers() publish, sender on A' });
+    await expectExactlyOnce({ sinks: [rb, pa, pb], absent: [ra], event: EVENT, channel, match: { id: 2 }, what: 'toOthers() publish, sender on A', via: laravelVia(channel) });
   });
 
   test(`${what}: cluster traffic (API triggers, whispers, presence) is not picked up by the ingestion: once per client, nothing extra`, async () => {
@@ -96,24 +99,24 @@ export function defineLaravelTests(prefix) {
     await syncDelivery(B, channel, [ra, rb]);
 
     await trigger(A, channel, 'api-event', { n: 1 });
-    await expectExactlyOnce({ sinks: [ra, rb], event: 'api-event', channel, match: { n: 1 }, what: 'API trigger on A' });
+    await expectExactlyOnce({ sinks: [ra, rb], event: 'api-event', channel, match: { n: 1 }, what: 'API trigger on A', via: A });
     await trigger(B, channel, 'api-event', { n: 2 }, { socket_id: ra.socketId });
-    await expectExactlyOnce({ sinks: [rb], absent: [ra], event: 'api-event', channel, match: { n: 2 }, what: 'API trigger on B excluding A\'s client' });
+    await expectExactlyOnce({ sinks: [rb], absent: [ra], event: 'api-event', channel, match: { n: 2 }, what: 'API trigger on B excluding A\'s client', via: B });
     ra.whisper(channel, 'client-hi', { n: 3 });
-    await expectExactlyOnce({ sinks: [rb], absent: [ra], event: 'client-hi', channel, match: { n: 3 }, what: 'whisper from A' });
+    await expectExactlyOnce({ sinks: [rb], absent: [ra], event: 'client-hi', channel, match: { n: 3 }, what: 'whisper from A', via: A });
 
     const rc = await RawClient.connect(B, { label: 'raw13@B' });
     await rc.subscribePresence(channel, 13);
     const addedTo = (r) => r.all((m) => m.event === 'pusher_internal:member_added' && String(m.parsed?.user_id) === '13').length;
     await waitUntil(() => addedTo(ra) >= 1 && addedTo(rb) >= 1, 5000, () => `member_added 13 at A and B (A ${addedTo(ra)}, B ${addedTo(rb)})`);
     await redis.publish(`${prefix}${channel}`, laravelPayload(EVENT, { id: 9 }));
-    await expectExactlyOnce({ sinks: [ra, rb, rc], event: EVENT, channel, match: { id: 9 }, what: 'Laravel publish on the presence channel' });
-    await sleep(SETTLE_MS);
+    await expectExactlyOnce({ sinks: [ra, rb, rc], event: EVENT, channel, match: { id: 9 }, what: 'Laravel publish on the presence channel', via: laravelVia(channel) });
+    await presenceSettled([A, B], channel, [ra, rb, rc]); // a second member_added 13 would be in by now
     assert.equal(addedTo(ra), 1, 'member_added 13 once at A');
     assert.equal(addedTo(rb), 1, 'member_added 13 once at B');
 
     // nothing but what we sent
-    const expected = new Set(['pusher:connection_established', 'pusher_internal:subscription_succeeded', 'pusher_internal:member_added', 'pusher:pong', PROBE_EVENT, 'api-event', 'client-hi', EVENT]);
+    const expected = new Set(['pusher:connection_established', 'pusher_internal:subscription_succeeded', 'pusher_internal:member_added', 'pusher:pong', PROBE_EVENT, SENTINEL_EVENT, 'api-event', 'client-hi', EVENT]);
     for (const r of [ra, rb, rc]) {
       const extra = r.all((m) => !expected.has(m.event));
       assert.deepEqual(extra.map((m) => `${m.event}@${m.channel}`), [], `${r}: unexpected frames (cluster messages leaking through the ingestion?)`);
@@ -131,7 +134,7 @@ export function defineLaravelTests(prefix) {
     await syncRedis(redis, prefix, channel, [ra, rb]);
     await redis.publish(`${prefix}${channel}`, 'not json at all');
     await redis.publish(`${prefix}${channel}`, laravelPayload(EVENT, { id: 'after-bad' }));
-    await expectExactlyOnce({ sinks: [ra, rb], event: EVENT, channel, match: { id: 'after-bad' }, what: 'valid publish after a malformed one' });
+    await expectExactlyOnce({ sinks: [ra, rb], event: EVENT, channel, match: { id: 'after-bad' }, what: 'valid publish after a malformed one', via: laravelVia(channel) });
     assert.ok(A.running && B.running, 'both nodes running');
   });
 }

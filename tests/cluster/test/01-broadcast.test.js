@@ -4,7 +4,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   useCluster, RawClient, connectedPusher, pusherSink, api, trigger, syncDelivery, expectExactlyOnce, assertNoDuplicateProbes,
-  waitUntil, sleep, uid, SETTLE_MS,
+  awaitSentinel, waitUntil, uid,
 } from '../lib/harness.js';
 
 const h = useCluster();
@@ -48,7 +48,7 @@ for (const kind of ['public', 'private', 'presence']) {
     for (const n of nodes) await syncDelivery(n, channel, sinks);
     for (const [i, n] of nodes.entries()) {
       await trigger(n, channel, 'order-shipped', { n: i, from: n.label });
-      await expectExactlyOnce({ sinks, event: 'order-shipped', channel, match: { n: i }, what: `trigger through node ${n.label}` });
+      await expectExactlyOnce({ sinks, event: 'order-shipped', channel, match: { n: i }, what: `trigger through node ${n.label}`, via: n });
     }
     for (const s of sinks) {
       assertNoDuplicateProbes(s, channel);
@@ -74,15 +74,15 @@ test('multi-channel trigger and batch_events entering node B reach subscribers o
   await syncDelivery(B, c2, [r1, r2]);
 
   await trigger(B, [c1, c2], 'multi', { n: 1 });
-  await expectExactlyOnce({ sinks: [r1, r2], event: 'multi', channel: c1, match: { n: 1 }, what: 'channels:[c1,c2] trigger (c1)' });
-  await expectExactlyOnce({ sinks: [r1, r2], event: 'multi', channel: c2, match: { n: 1 }, what: 'channels:[c1,c2] trigger (c2)' });
+  await expectExactlyOnce({ sinks: [r1, r2], event: 'multi', channel: c1, match: { n: 1 }, what: 'channels:[c1,c2] trigger (c1)', via: B });
+  await expectExactlyOnce({ sinks: [r1, r2], event: 'multi', channel: c2, match: { n: 1 }, what: 'channels:[c1,c2] trigger (c2)', via: B });
 
   const res = await api(B, 'POST', '/batch_events', {
     body: { batch: [{ name: 'batched', channel: c1, data: '{"n":2}' }, { name: 'batched', channel: c2, data: '{"n":3}' }] },
   });
   assert.equal(res.status, 200, res.text);
-  await expectExactlyOnce({ sinks: [r1, r2], event: 'batched', channel: c1, match: { n: 2 }, what: 'batch_events (c1)' });
-  await expectExactlyOnce({ sinks: [r1, r2], event: 'batched', channel: c2, match: { n: 3 }, what: 'batch_events (c2)' });
+  await expectExactlyOnce({ sinks: [r1, r2], event: 'batched', channel: c1, match: { n: 2 }, what: 'batch_events (c1)', via: B });
+  await expectExactlyOnce({ sinks: [r1, r2], event: 'batched', channel: c2, match: { n: 3 }, what: 'batch_events (c2)', via: B });
 });
 
 test('a burst of 50 triggers through node A: each event exactly once on nodes B and C', async () => {
@@ -95,7 +95,7 @@ test('a burst of 50 triggers through node A: each event exactly once on nodes B 
   for (let i = 0; i < 50; i++) await trigger(A, channel, 'tick', { i });
   const count = (r) => r.received('tick', channel).length;
   await waitUntil(() => count(rb) >= 50 && count(rc) >= 50, 10000, () => `50 ticks at B and C (B ${count(rb)}, C ${count(rc)})`);
-  await sleep(SETTLE_MS);
+  await awaitSentinel(A, channel, [rb, rc]); // a 51st event through A, after the 50 ticks
   for (const r of [rb, rc]) {
     const got = r.received('tick', channel).map((d) => d.i);
     assert.equal(got.length, 50, `${r}: 50 deliveries, got ${got.length}`);

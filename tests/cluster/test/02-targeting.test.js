@@ -4,7 +4,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   useCluster, RawClient, connectedPusher, pusherSink, ChannelRecorder, api, trigger, syncDelivery,
-  expectExactlyOnce, countMatching, waitUntil, sleep, uid, DEFAULT_WAIT_MS,
+  expectExactlyOnce, countMatching, waitUntil, uid, DEFAULT_WAIT_MS,
 } from '../lib/harness.js';
 
 const h = useCluster();
@@ -27,16 +27,16 @@ test('socket_id exclusion works across nodes (excluded client on another node, a
 
   // excluded socket lives on node B, trigger enters node A
   await trigger(A, channel, 'to-others', { n: 1 }, { socket_id: rb1.socketId });
-  await expectExactlyOnce({ sinks: [ra, rb2, rc], absent: [rb1], event: 'to-others', channel, match: { n: 1 }, what: 'toOthers() with the sender on node B' });
+  await expectExactlyOnce({ sinks: [ra, rb2, rc], absent: [rb1], event: 'to-others', channel, match: { n: 1 }, what: 'toOthers() with the sender on node B', via: A });
 
   // excluded socket lives on the triggering node A
   await trigger(A, channel, 'to-others', { n: 2 }, { socket_id: ra.socketId });
-  await expectExactlyOnce({ sinks: [rb1, rb2, rc], absent: [ra], event: 'to-others', channel, match: { n: 2 }, what: 'toOthers() with the sender on node A' });
+  await expectExactlyOnce({ sinks: [rb1, rb2, rc], absent: [ra], event: 'to-others', channel, match: { n: 2 }, what: 'toOthers() with the sender on node A', via: A });
 
   // excluded socket on node C, trigger enters node B
   await syncDelivery(B, channel, all);
   await trigger(B, channel, 'to-others', { n: 3 }, { socket_id: rc.socketId });
-  await expectExactlyOnce({ sinks: [ra, rb1, rb2], absent: [rc], event: 'to-others', channel, match: { n: 3 }, what: 'toOthers() with the sender on node C' });
+  await expectExactlyOnce({ sinks: [ra, rb1, rb2], absent: [rc], event: 'to-others', channel, match: { n: 3 }, what: 'toOthers() with the sender on node C', via: B });
 });
 
 test('whisper (client event) on a private channel reaches subscribers on every node once, never the sender', async () => {
@@ -51,14 +51,14 @@ test('whisper (client event) on a private channel reaches subscribers on every n
   await syncDelivery(A, channel, [...receivers, sender]);
 
   sender.whisper(channel, 'client-typing', { n: 1, who: 'sender' });
-  await expectExactlyOnce({ sinks: receivers, absent: [sender], event: 'client-typing', channel, match: { n: 1 }, what: 'whisper from node A' });
+  await expectExactlyOnce({ sinks: receivers, absent: [sender], event: 'client-typing', channel, match: { n: 1 }, what: 'whisper from node A', via: A });
   for (const r of [ra, rb, rc]) assert.deepEqual(r.received('client-typing', channel)[0], { n: 1, who: 'sender' }, `${r}: whisper payload`);
   assert.equal(sender.all((m) => m.event === 'pusher:error').length, 0, `sender got an error: ${sender.summary()}`);
 
   // and from a pusher-js client on node B
   await syncDelivery(B, channel, [ra, rc, sender]);
   pb.target.trigger('client-typing', { n: 2, who: 'pusher-js' });
-  await expectExactlyOnce({ sinks: [ra, rb, rc, sender], absent: [pb], event: 'client-typing', channel, match: { n: 2 }, what: 'whisper from pusher-js on node B' });
+  await expectExactlyOnce({ sinks: [ra, rb, rc, sender], absent: [pb], event: 'client-typing', channel, match: { n: 2 }, what: 'whisper from pusher-js on node B', via: B });
 });
 
 test('whisper on a presence channel carries the sender user_id on every node', async () => {
@@ -71,7 +71,7 @@ test('whisper on a presence channel carries the sender user_id on every node', a
   await rb.subscribePresence(channel, 43);
   await syncDelivery(C, channel, [ra, rb, sender]);
   sender.whisper(channel, 'client-wave', { n: 1 });
-  await expectExactlyOnce({ sinks: [ra, rb], absent: [sender], event: 'client-wave', channel, match: { n: 1 }, what: 'presence whisper from node C' });
+  await expectExactlyOnce({ sinks: [ra, rb], absent: [sender], event: 'client-wave', channel, match: { n: 1 }, what: 'presence whisper from node C', via: C });
   for (const r of [ra, rb]) {
     const m = r.all((x) => x.event === 'client-wave' && x.channel === channel)[0];
     assert.equal(String(m.user_id), '41', `${r}: user_id of the sender on the delivered whisper (${JSON.stringify(m)})`);
@@ -100,7 +100,7 @@ test('send-to-user: signed in on node B (and C), triggered on node A: every conn
   const sinks = [rawB, ...recs];
   await syncDelivery(A, channel, sinks);
   await trigger(A, channel, 'notice', { n: 1, text: 'for 61' });
-  await expectExactlyOnce({ sinks, event: 'notice', channel, match: { n: 1 }, what: 'send-to-user entering node A' });
+  await expectExactlyOnce({ sinks, event: 'notice', channel, match: { n: 1 }, what: 'send-to-user entering node A', via: A });
   assert.equal(other.all((m) => m.event === 'notice').length, 0, `user 62 got user 61's notice: ${other.summary()}`);
   assert.deepEqual(recs[0].received('notice')[0], { n: 1, text: 'for 61' });
 });
@@ -124,7 +124,6 @@ test('terminate_connections through node C closes the user\'s connections on eve
     await r.signin(72);
     bystanders.push(r);
   }
-  await sleep(300);
 
   const t0 = Date.now();
   const res = await api(C, 'POST', `/users/${user}/terminate_connections`, { body: {} });
@@ -149,13 +148,16 @@ test('unsubscribe on one node stops delivery there; the other nodes keep receivi
   const channel = uid('unsub');
   const ra = await RawClient.connect(A, { label: 'raw@A' });
   const rb = await RawClient.connect(B, { label: 'raw@B' });
+  // stays subscribed on node B: it sees the sentinel once B has handled everything before it
+  const rbWatch = await RawClient.connect(B, { label: 'watch@B' });
   await ra.subscribeChannel(channel);
   await rb.subscribeChannel(channel);
-  await syncDelivery(C, channel, [ra, rb]);
+  await rbWatch.subscribeChannel(channel);
+  await syncDelivery(C, channel, [ra, rb, rbWatch]);
   rb.unsubscribe(channel);
-  await rb.ping();
-  await sleep(300);
+  await rb.ping(); // node B has handled the unsubscribe
   await trigger(C, channel, 'after-unsub', { n: 1 });
-  await expectExactlyOnce({ sinks: [ra], absent: [rb], event: 'after-unsub', channel, match: { n: 1 }, what: 'trigger after B unsubscribed' });
+  await expectExactlyOnce({ sinks: [ra, rbWatch], absent: [rb], event: 'after-unsub', channel, match: { n: 1 }, what: 'trigger after B unsubscribed', via: C, sentinelSinks: [ra, rbWatch] });
+  await rb.ping(); // and anything node B queued for rb before the sentinel is in
   assert.ok(countMatching(rb, 'after-unsub', channel) === 0);
 });

@@ -4,7 +4,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   useCluster, RawClient, connectedPusher, pusherSubscribe, syncDelivery, channelInfo, presenceUserIds, waitAllNodes,
-  waitUntil, sleep, uid, userInfo, SETTLE_MS, DEFAULT_WAIT_MS,
+  ChannelRecorder, presenceSettled, waitUntil, uid, userInfo, DEFAULT_WAIT_MS,
 } from '../lib/harness.js';
 
 const h = useCluster();
@@ -78,7 +78,8 @@ test('one user, tabs on different nodes: member_added once (first tab), member_r
   const pRemoved = [];
   pch.bind('pusher:member_added', (m) => pAdded.push(String(m.id)));
   pch.bind('pusher:member_removed', (m) => pRemoved.push(String(m.id)));
-  await sleep(SETTLE_MS);
+  const prec = new ChannelRecorder(pch, channel, `${pw.label}[${channel}]`);
+  await presenceSettled(nodes, channel, [...ws, prec]);
   const countBefore = pch.members.count;
   assert.equal(countBefore, 4, 'pusher-js sees the 3 watchers and itself');
 
@@ -96,7 +97,7 @@ test('one user, tabs on different nodes: member_added once (first tab), member_r
   // tab 3 of user 7 on node C
   const tab3 = await RawClient.connect(C, { label: 'user7-tab3@C' });
   await tab3.subscribePresence(channel, 7);
-  await sleep(SETTLE_MS);
+  await presenceSettled(nodes, channel, [...ws, prec, tab1]);
   for (const w of ws) assert.equal(added(w, channel, 7).length, 1, `${w}: member_added for user 7 exactly once (tabs on A, B, C)`);
   assert.deepEqual(pAdded.filter((x) => x === '7'), ['7'], 'pusher-js: member_added 7 once');
   assert.equal(added(tab1, channel, 7).length, 0, 'tab 1 is not told about its own user joining again');
@@ -106,7 +107,10 @@ test('one user, tabs on different nodes: member_added once (first tab), member_r
   // close tabs on A and C: user 7 still present through B
   tab1.close();
   tab3.close();
-  await sleep(SETTLE_MS + 500);
+  // every node has handled the closes (counts), then seen every leave (sentinels), then waited out
+  // the member_removed hold
+  await waitAllNodes(nodes, (n) => channelInfo(n, channel, 'user_count,subscription_count'), { occupied: true, user_count: 5, subscription_count: 5 }, DEFAULT_WAIT_MS, 'presence counts after tabs on A and C closed');
+  await presenceSettled(nodes, channel, [...ws, prec], { leaves: true });
   for (const w of ws) assert.equal(removed(w, channel, 7).length, 0, `${w}: no member_removed while user 7 still has a tab on B`);
   assert.deepEqual(pRemoved, [], 'pusher-js: no member_removed yet');
   await waitAllNodes(nodes, (n) => presenceUserIds(n, channel), ['100', '101', '102', '200', '7'].sort(), DEFAULT_WAIT_MS, '/users while tab on B remains');
@@ -115,7 +119,7 @@ test('one user, tabs on different nodes: member_added once (first tab), member_r
   tab2.close();
   for (const w of ws) await waitUntil(() => removed(w, channel, 7).length >= 1, DEFAULT_WAIT_MS, () => `${w}: member_removed 7 (${w.summary()})`);
   await waitUntil(() => pRemoved.includes('7'), DEFAULT_WAIT_MS, 'pusher-js member_removed 7');
-  await sleep(SETTLE_MS);
+  await presenceSettled(nodes, channel, [...ws, prec], { leaves: true });
   for (const w of ws) assert.equal(removed(w, channel, 7).length, 1, `${w}: member_removed for user 7 exactly once`);
   assert.deepEqual(pRemoved, ['7'], 'pusher-js: member_removed 7 once');
   assert.equal(pch.members.count, 4);
@@ -131,8 +135,8 @@ test('unsubscribe (not disconnect) of the last tab sends member_removed once; re
   for (const w of ws) await waitUntil(() => added(w, channel, 8).length === 1, DEFAULT_WAIT_MS, () => `${w}: member_added 8`);
   await t2.subscribePresence(channel, 8);
   t1.unsubscribe(channel);
-  await t1.ping();
-  await sleep(SETTLE_MS);
+  await t1.ping(); // node B has handled the unsubscribe
+  await presenceSettled(nodes, channel, ws, { leaves: true });
   for (const w of ws) assert.equal(removed(w, channel, 8).length, 0, `${w}: user 8 still has a tab on C`);
   t2.unsubscribe(channel);
   await t2.ping();
@@ -141,7 +145,7 @@ test('unsubscribe (not disconnect) of the last tab sends member_removed once; re
   const t3 = await RawClient.connect(A, { label: 'user8-tab3@A' });
   await t3.subscribePresence(channel, 8);
   for (const w of ws) await waitUntil(() => added(w, channel, 8).length >= 2, DEFAULT_WAIT_MS, () => `${w}: second member_added 8 after re-join`);
-  await sleep(SETTLE_MS);
+  await presenceSettled(nodes, channel, ws, { leaves: true });
   for (const w of ws) {
     assert.equal(added(w, channel, 8).length, 2, `${w}: member_added 8 twice in total (join, re-join)`);
     assert.equal(removed(w, channel, 8).length, 1, `${w}: member_removed 8 once`);
@@ -157,13 +161,13 @@ test('simultaneous first connections of one user on two nodes: member_added exac
     const tc = await RawClient.connect(C, { label: `user${user}@C` });
     await Promise.all([ta.subscribePresence(channel, user), tc.subscribePresence(channel, user)]);
     for (const w of ws) await waitUntil(() => added(w, channel, user).length >= 1, DEFAULT_WAIT_MS, () => `${w}: member_added ${user}`);
-    await sleep(SETTLE_MS);
+    await presenceSettled(nodes, channel, ws);
     for (const w of ws) assert.equal(added(w, channel, user).length, 1, `${w}: member_added ${user} once although both tabs joined at the same time (round ${round})`);
     // simultaneous last disconnections: member_removed exactly once
     ta.close();
     tc.close();
     for (const w of ws) await waitUntil(() => removed(w, channel, user).length >= 1, DEFAULT_WAIT_MS, () => `${w}: member_removed ${user}`);
-    await sleep(SETTLE_MS);
+    await presenceSettled(nodes, channel, ws, { leaves: true });
     for (const w of ws) assert.equal(removed(w, channel, user).length, 1, `${w}: member_removed ${user} once although both tabs left at the same time (round ${round})`);
   }
 });
@@ -178,7 +182,7 @@ test('member_added / member_removed carry user_info across nodes; the joiner is 
   await jb.subscribePresence(channel, 'user-zed', info);
   const m = await wa.nextEvent('pusher_internal:member_added', channel);
   assert.deepEqual(m.parsed, { user_id: 'user-zed', user_info: info });
-  await sleep(SETTLE_MS);
+  await presenceSettled(nodes, channel, [wa, jb]);
   assert.equal(jb.all((x) => x.event === 'pusher_internal:member_added').length, 0, `joiner got member_added: ${jb.summary()}`);
   jb.close();
   const r = await wa.nextEvent('pusher_internal:member_removed', channel);

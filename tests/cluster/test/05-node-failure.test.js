@@ -5,7 +5,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   useCluster, RawClient, connectedPusher, pusherSubscribe, api, trigger, syncDelivery, expectExactlyOnce, channelInfo,
-  presenceUserIds, waitAllNodes, waitUntil, sleep, uid, NODE_TIMEOUT_S, QUERY_TIMEOUT_MS, SETTLE_MS, DEFAULT_WAIT_MS,
+  presenceSettled, presenceUserIds, waitAllNodes, waitUntil, sleep, uid, NODE_TIMEOUT_S, QUERY_TIMEOUT_MS, SETTLE_MS, DEFAULT_WAIT_MS,
 } from '../lib/harness.js';
 
 const h = useCluster();
@@ -82,6 +82,8 @@ test('survivors get member_removed (once) for the user that was only on the dead
     const at = removed(w, 1)[0].at - killedAt;
     assert.ok(at <= REMOVAL_BOUND_MS, `${w}: member_removed 1 after ${at} ms`);
   }
+  // Inherently time-based: each survivor drops the dead node's members on its own node timeout
+  // (NODE_TIMEOUT_S), not through a message a sentinel could follow.
   await sleep(SETTLE_MS);
   for (const w of watchers) {
     assert.equal(removed(w, 1).length, 1, `${w}: member_removed 1 exactly once (user 1 had 2 connections on C)`);
@@ -108,15 +110,15 @@ test('counts and users drop on every survivor (the dead node\'s connections are 
 
 test('delivery between the survivors goes on after the kill, exactly once', async () => {
   await trigger(A, pub, 'after-kill', { n: 1 });
-  await expectExactlyOnce({ sinks: [wA, wB, u2onB], event: 'after-kill', channel: pub, match: { n: 1 }, what: 'trigger on A after C died' });
+  await expectExactlyOnce({ sinks: [wA, wB, u2onB], event: 'after-kill', channel: pub, match: { n: 1 }, what: 'trigger on A after C died', via: A });
   await trigger(B, pres, 'after-kill', { n: 2 });
-  await expectExactlyOnce({ sinks: [wA, wB, u2onB], event: 'after-kill', channel: pres, match: { n: 2 }, what: 'presence trigger on B after C died' });
+  await expectExactlyOnce({ sinks: [wA, wB, u2onB], event: 'after-kill', channel: pres, match: { n: 2 }, what: 'presence trigger on B after C died', via: B });
 });
 
 test('a user whose other tab died with node C is removed when its last live tab (on B) leaves', async () => {
   u2onB.close();
   await waitUntil(() => removed(wA, 2).length >= 1, DEFAULT_WAIT_MS, () => `${wA}: member_removed 2 after user 2's tab on B closed (${wA.summary()})`);
-  await sleep(SETTLE_MS);
+  await presenceSettled([A, B], pres, [wA, wB], { leaves: true });
   assert.equal(removed(wA, 2).length, 1, 'member_removed 2 once');
   assert.equal(removed(wB, 2).length, 1, `${wB}: member_removed 2 once`);
   await waitAllNodes([A, B], (n) => presenceUserIds(n, pres), ['100', '101', '102', '3'].sort(), DEFAULT_WAIT_MS, 'users after user 2 left');

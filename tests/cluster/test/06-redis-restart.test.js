@@ -5,7 +5,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   useCluster, RawClient, connectedPusher, pusherSink, trigger, api, syncDelivery, expectExactlyOnce, assertNoDuplicateProbes,
-  channelInfo, presenceUserIds, waitAllNodes, waitUntil, sleep, uid, SETTLE_MS, DEFAULT_WAIT_MS,
+  awaitSentinel, channelInfo, presenceSettled, presenceUserIds, waitAllNodes, waitUntil, sleep, uid, DEFAULT_WAIT_MS,
 } from '../lib/harness.js';
 
 const h = useCluster();
@@ -15,6 +15,8 @@ const pres = `presence-${uid('stream')}`;
 let ra, ra2, rb, pa, pb, sinks;
 let presA, presB;
 let stream; // background trigger loop
+/** How long Redis stays down before it is started again on the same port. */
+const OUTAGE_MS = 1000;
 
 /** Every `tick` event's n at `sink`, checked for duplicates. */
 function ticks(sink) {
@@ -58,7 +60,7 @@ before(async () => {
 
 test('baseline: cross-node delivery works before the outage', async () => {
   await trigger(A, channel, 'base', { n: 1 });
-  await expectExactlyOnce({ sinks, event: 'base', channel, match: { n: 1 }, what: 'baseline trigger on A' });
+  await expectExactlyOnce({ sinks, event: 'base', channel, match: { n: 1 }, what: 'baseline trigger on A', via: A });
   await waitAllNodes(nodes, (n) => presenceUserIds(n, pres), ['1', '2'], DEFAULT_WAIT_MS, 'presence users before the outage');
 });
 
@@ -83,7 +85,8 @@ test('Redis killed mid-stream: no crash, /ready 503 on every node, local clients
   })();
   stream.stop = () => (stop = true);
 
-  await sleep(500);
+  // let the stream get going on both nodes before the kill
+  await waitUntil(() => sent.A.length >= 5 && sent.B.length >= 5, DEFAULT_WAIT_MS, () => `ticks accepted before the kill (A ${sent.A.length}, B ${sent.B.length})`);
   await redis.kill();
   const killedAt = Date.now();
 
@@ -97,14 +100,14 @@ test('Redis killed mid-stream: no crash, /ready 503 on every node, local clients
   // local clients are still served: a trigger through A reaches A's clients once
   const local = await api(A, 'POST', '/events', { body: { name: 'local', channel, data: '{"n":1}' } });
   assert.equal(local.status, 200, `trigger on A while Redis is down: ${local.status} ${local.text}`);
-  await expectExactlyOnce({ sinks: [ra, ra2, pa], event: 'local', channel, match: { n: 1 }, what: 'trigger on A during the outage, A\'s clients' });
+  await expectExactlyOnce({ sinks: [ra, ra2, pa], event: 'local', channel, match: { n: 1 }, what: 'trigger on A during the outage, A\'s clients', via: A });
   const localB = await api(B, 'POST', '/events', { body: { name: 'local', channel, data: '{"n":2}' } });
   assert.equal(localB.status, 200, `trigger on B while Redis is down: ${localB.status} ${localB.text}`);
-  await expectExactlyOnce({ sinks: [rb, pb], event: 'local', channel, match: { n: 2 }, what: 'trigger on B during the outage, B\'s clients' });
+  await expectExactlyOnce({ sinks: [rb, pb], event: 'local', channel, match: { n: 2 }, what: 'trigger on B during the outage, B\'s clients', via: B });
 
   // whisper between two clients of node A
   ra.whisper(channel, 'client-local', { n: 3 });
-  await expectExactlyOnce({ sinks: [ra2, pa], absent: [ra], event: 'client-local', channel, match: { n: 3 }, what: 'whisper on A during the outage' });
+  await expectExactlyOnce({ sinks: [ra2, pa], absent: [ra], event: 'client-local', channel, match: { n: 3 }, what: 'whisper on A during the outage', via: A });
 
   // new connections and subscriptions on a node still work
   const fresh = await RawClient.connect(B, { label: 'fresh@B' });
@@ -114,24 +117,29 @@ test('Redis killed mid-stream: no crash, /ready 503 on every node, local clients
 });
 
 test('Redis back on the same port: /ready 200, cross-node delivery resumes, no duplicates', async () => {
-  await sleep(1000);
+  // Inherently time-based: how long Redis stays down (the nodes retry with back-off meanwhile).
+  await sleep(OUTAGE_MS);
   await redis.start();
   await waitReadyStatus(200, 20000, 'after Redis came back on the same port');
   await syncDelivery(A, channel, sinks, 20000);
   await syncDelivery(B, channel, sinks, 20000);
-  await sleep(1000);
+  // let the stream run on both nodes after the restart
+  const resumedAt = { A: stream.sent.A.length, B: stream.sent.B.length };
+  await waitUntil(() => stream.sent.A.length >= resumedAt.A + 5 && stream.sent.B.length >= resumedAt.B + 5, DEFAULT_WAIT_MS, 'ticks accepted after the restart');
   stream.stop();
   await stream.done;
 
   await trigger(A, channel, 'resumed', { n: 1 });
-  await expectExactlyOnce({ sinks, event: 'resumed', channel, match: { n: 1 }, what: 'trigger on A after Redis restart' });
+  await expectExactlyOnce({ sinks, event: 'resumed', channel, match: { n: 1 }, what: 'trigger on A after Redis restart', via: A });
   await trigger(B, channel, 'resumed', { n: 2 });
-  await expectExactlyOnce({ sinks, event: 'resumed', channel, match: { n: 2 }, what: 'trigger on B after Redis restart' });
+  await expectExactlyOnce({ sinks, event: 'resumed', channel, match: { n: 2 }, what: 'trigger on B after Redis restart', via: B });
   rb.whisper(channel, 'client-resumed', { n: 3 });
-  await expectExactlyOnce({ sinks: [ra, ra2, pa, pb], absent: [rb], event: 'client-resumed', channel, match: { n: 3 }, what: 'whisper from B after Redis restart' });
+  await expectExactlyOnce({ sinks: [ra, ra2, pa, pb], absent: [rb], event: 'client-resumed', channel, match: { n: 3 }, what: 'whisper from B after Redis restart', via: B });
 
   // the background stream: no tick twice anywhere; every tick accepted by a node reached that node's clients
-  await sleep(SETTLE_MS);
+  // (sentinels through A and B: each node's ticks are in before its sentinel)
+  await awaitSentinel(A, channel, sinks);
+  await awaitSentinel(B, channel, sinks);
   const { sent } = stream;
   assert.ok(sent.A.length > 0 && sent.B.length > 0, `the stream ran on both nodes (${sent.A.length}, ${sent.B.length})`);
   for (const s of sinks) {
@@ -162,7 +170,7 @@ test('presence and counts are cluster-wide again after the Redis restart', async
   await waitUntil(() => presA.all((m) => m.event === 'pusher_internal:member_added' && String(m.parsed?.user_id) === '3').length === 1, DEFAULT_WAIT_MS, () => `u1@A sees member_added 3 (${presA.summary()})`);
   j.close();
   await waitUntil(() => presA.all((m) => m.event === 'pusher_internal:member_removed' && String(m.parsed?.user_id) === '3').length === 1, DEFAULT_WAIT_MS, () => `u1@A sees member_removed 3 (${presA.summary()})`);
-  await sleep(SETTLE_MS);
+  await presenceSettled(nodes, pres, [presA, presB], { leaves: true });
   // over the whole file (outage included) users 1 and 2 never left: no leave/re-join flap
   const history = (r) => r.all((m) => m.event.startsWith('pusher_internal:member_')).map((m) => `${m.event.slice(16)}(${m.parsed?.user_id})`);
   assert.deepEqual(history(presA), ['member_added(2)', 'member_added(3)', 'member_removed(3)'], `u1@A's presence events (user 2 never left; A and B were both cut off from Redis for a few seconds)`);

@@ -4,7 +4,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   useCluster, persist, RawClient, connectedPusher, pusherSubscribe, trigger, syncDelivery, expectExactlyOnce, channelInfo,
-  presenceUserIds, waitAllNodes, waitUntil, sleep, uid, userInfo, SETTLE_MS, DEFAULT_WAIT_MS,
+  presenceSettled, presenceUserIds, waitAllNodes, waitUntil, uid, userInfo, DEFAULT_WAIT_MS,
 } from '../lib/harness.js';
 
 const h = useCluster();
@@ -67,8 +67,12 @@ test('the existing nodes saw the new node\'s members join once; the new node see
   await waitUntil(() => added(w, 6).length >= 1, DEFAULT_WAIT_MS, () => `${w}: member_added 6 from A`);
   u3b.close();
   await waitUntil(() => removed(w, 3).length >= 1, DEFAULT_WAIT_MS, () => `${w}: member_removed 3 from B`);
+  const subscriptions = async () => (await channelInfo(A, pres, 'subscription_count')).subscription_count;
+  const before = await subscriptions();
   u1a.close(); // user 1 still on B
-  await sleep(SETTLE_MS);
+  // the close is handled (count), every node has seen the leave (sentinels), the hold is over
+  await waitUntil(async () => (await subscriptions()) === before - 1, DEFAULT_WAIT_MS, `subscription_count ${before - 1} after u1@A closed`);
+  await presenceSettled([A, B, C], pres, [u2b, w], { leaves: true });
   for (const r of [u2b]) {
     assert.equal(added(r, 4).length, 1, `${r}: member_added 4 once`);
     assert.equal(added(r, 9).length, 1, `${r}: member_added 9 once`);
@@ -86,7 +90,7 @@ test('delivery between the new node and the old ones, exactly once', async () =>
   for (const r of [ra, rb, rc]) await r.subscribeChannel(channel);
   for (const n of [A, B, C]) await syncDelivery(n, channel, [ra, rb, rc]);
   await trigger(C, channel, 'from-c', { n: 1 });
-  await expectExactlyOnce({ sinks: [ra, rb, rc], event: 'from-c', channel, match: { n: 1 }, what: 'trigger on the late node' });
+  await expectExactlyOnce({ sinks: [ra, rb, rc], event: 'from-c', channel, match: { n: 1 }, what: 'trigger on the late node', via: C });
   await trigger(A, channel, 'from-a', { n: 2 });
-  await expectExactlyOnce({ sinks: [ra, rb, rc], event: 'from-a', channel, match: { n: 2 }, what: 'trigger on an old node' });
+  await expectExactlyOnce({ sinks: [ra, rb, rc], event: 'from-a', channel, match: { n: 2 }, what: 'trigger on an old node', via: A });
 });

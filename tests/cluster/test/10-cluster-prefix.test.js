@@ -25,6 +25,7 @@ test('events stay inside their cluster', async () => {
   await syncDelivery(X1, channel, [x1, x2]);
   await syncDelivery(Y1, channel, [y1, y2]);
   await trigger(X1, channel, 'alpha-only', { n: 1 });
+  // no `via`: a leak into the other cluster has no path a sentinel could follow (SETTLE_MS)
   await expectExactlyOnce({ sinks: [x1, x2], absent: [y1, y2], event: 'alpha-only', channel, match: { n: 1 }, what: 'trigger in cluster alpha' });
   await trigger(Y2, channel, 'beta-only', { n: 2 });
   await expectExactlyOnce({ sinks: [y1, y2], absent: [x1, x2], event: 'beta-only', channel, match: { n: 2 }, what: 'trigger in cluster beta' });
@@ -40,6 +41,7 @@ test('presence and queries stay inside their cluster', async () => {
   const y = await RawClient.connect(Y1, { label: 'u3@Y1' });
   const ok = await y.subscribePresence(pres, 3);
   assert.deepEqual(ok.parsed.presence.ids.map(String), ['3'], `cluster beta must not see alpha's members: ${JSON.stringify(ok.parsed.presence)}`);
+  // Time-based on purpose: a leak across clusters has no path a sentinel could follow.
   await sleep(SETTLE_MS);
   assert.equal(x1.all((m) => m.event === 'pusher_internal:member_added' && String(m.parsed?.user_id) === '3').length, 0, 'alpha was told about beta\'s member');
   await waitAllNodes([Y1, Y2], (n) => channelInfo(n, pres, 'user_count,subscription_count'), { occupied: true, user_count: 1, subscription_count: 1 }, DEFAULT_WAIT_MS, 'counts in cluster beta');

@@ -42,7 +42,8 @@ test('SIGTERM of a node: 4200 to its clients, member_removed once per user only 
 
   for (const w of [wA, wB]) await waitUntil(() => removed(w, 1).length >= 1, (NODE_TIMEOUT_S + 5) * 1000, () => `${w}: member_removed 1 after C shut down (${w.summary()})`);
   const took = Date.now() - t0;
-  // wait past the node timeout: the heartbeat path must not remove anyone a second time
+  // Inherently time-based (tied to RESONANCE_NODE_TIMEOUT): wait past the node timeout, the
+  // heartbeat path must not remove anyone a second time
   await sleep((NODE_TIMEOUT_S + 2) * 1000);
   for (const w of [wA, wB]) {
     assert.equal(removed(w, 1).length, 1, `${w}: member_removed 1 exactly once (took ${took} ms)`);
