@@ -38,6 +38,21 @@ fn relay_route() -> Route {
         .authenticator(auth::from_fn(|req| Ok(req.query_param("user"))))
 }
 
+/// Sentinel instead of a fixed wait: `emit` queues on the connection's own outbox, behind
+/// whatever an earlier in-process fan-out queued there, so the next frame must be the sentinel.
+async fn assert_nothing_before_sentinel(server: &Running, client: &mut Client, id: &str) {
+    let socket = resonance::core::connection::SocketId::parse(id).expect("a socket id");
+    assert!(
+        server.rooms.emit(&socket, "sentinel"),
+        "{id} is not connected"
+    );
+    assert_eq!(
+        next_text(client).await,
+        "sentinel",
+        "{id} got something before the sentinel"
+    );
+}
+
 async fn whoami(client: &mut Client) -> (String, String) {
     send_text(client, "whoami").await;
     let text = next_text(client).await;
@@ -98,7 +113,7 @@ async fn rooms_broadcast_emit_users_and_the_http_api() {
     let (a_id, a_user) = whoami(&mut a).await;
     let (b_id, _) = whoami(&mut b).await;
     let (c_id, _) = whoami(&mut c).await;
-    let _ = whoami(&mut d).await;
+    let (d_id, _) = whoami(&mut d).await;
     assert_eq!(a_user, "alice");
     assert_eq!(server.rooms.size("r1"), 3);
 
@@ -106,8 +121,8 @@ async fn rooms_broadcast_emit_users_and_the_http_api() {
     send_text(&mut a, "hi room").await;
     assert_eq!(next_text(&mut b).await, "hi room");
     assert_eq!(next_text(&mut c).await, "hi room");
-    assert_silent(&mut a, Duration::from_millis(200)).await;
-    assert_silent(&mut d, Duration::from_millis(50)).await;
+    assert_nothing_before_sentinel(&server, &mut a, &a_id).await;
+    assert_nothing_before_sentinel(&server, &mut d, &d_id).await;
 
     // An exclusion list, binary payloads.
     let ids = |s: &str| resonance::core::connection::SocketId::parse(s).unwrap();
@@ -118,27 +133,27 @@ async fn rooms_broadcast_emit_users_and_the_http_api() {
     let m = next(&mut c).await.unwrap();
     assert!(m.is_binary());
     assert_eq!(&*m.into_payload(), &[1u8, 2, 3]);
-    assert_silent(&mut a, Duration::from_millis(200)).await;
-    assert_silent(&mut b, Duration::from_millis(50)).await;
+    assert_nothing_before_sentinel(&server, &mut a, &a_id).await;
+    assert_nothing_before_sentinel(&server, &mut b, &b_id).await;
 
     // One connection by id.
     assert!(server.rooms.emit(&ids(&c_id), "just you"));
     assert_eq!(next_text(&mut c).await, "just you");
-    assert_silent(&mut b, Duration::from_millis(100)).await;
+    assert_nothing_before_sentinel(&server, &mut b, &b_id).await;
     assert!(!server.rooms.emit(&ids("1.2"), "nobody"));
 
     // Every connection of a user (alice has two, in different rooms).
     server.rooms.to_user("alice", "for alice").unwrap();
     assert_eq!(next_text(&mut a).await, "for alice");
     assert_eq!(next_text(&mut d).await, "for alice");
-    assert_silent(&mut b, Duration::from_millis(100)).await;
+    assert_nothing_before_sentinel(&server, &mut b, &b_id).await;
 
     // Everyone but one.
     assert_eq!(server.rooms.broadcast_all("all", &[ids(&c_id)]), 3);
     for client in [&mut a, &mut b, &mut d] {
         assert_eq!(next_text(client).await, "all");
     }
-    assert_silent(&mut c, Duration::from_millis(100)).await;
+    assert_nothing_before_sentinel(&server, &mut c, &c_id).await;
 
     // The Pusher HTTP API: a trigger on the room's channel reaches raw
     // connections as the JSON envelope; on a user's channel, that user.
@@ -148,12 +163,22 @@ async fn rooms_broadcast_emit_users_and_the_http_api() {
     assert_eq!(v["event"], "greet");
     assert_eq!(v["channel"], "r2");
     assert_eq!(v["data"], "{\"n\":1}");
-    assert_silent(&mut a, Duration::from_millis(100)).await;
+    // HTTP triggers fan out on a lane task: a second event on r2 (same lane) reaching d means the
+    // first one's fan-out is done; then nothing may be queued before a's sentinel.
+    let (status, _) = trigger(server.addr, "r2", "sentinel", "{}").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&next_text(&mut d).await).unwrap();
+    assert_eq!(v["event"], "sentinel");
+    assert_nothing_before_sentinel(&server, &mut a, &a_id).await;
     let (status, _) = trigger(server.addr, "#server-to-user-bob", "ping", "\"x\"").await;
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&next_text(&mut b).await).unwrap();
     assert_eq!(v["event"], "ping");
-    assert_silent(&mut c, Duration::from_millis(100)).await;
+    let (status, _) = trigger(server.addr, "#server-to-user-bob", "sentinel", "{}").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&next_text(&mut b).await).unwrap();
+    assert_eq!(v["event"], "sentinel");
+    assert_nothing_before_sentinel(&server, &mut c, &c_id).await;
 
     // Leaving: the room forgets a closed connection.
     drop(c);

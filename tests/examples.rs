@@ -108,8 +108,22 @@ async fn chat_example_relays_within_a_room_and_lists_users() {
         (m["type"].as_str(), m["from"].as_str(), m["text"].as_str()),
         (Some("message"), Some("alice"), Some("hello bob"))
     );
-    assert_silent(&mut alice, Duration::from_millis(200)).await;
-    assert_silent(&mut carol, Duration::from_millis(50)).await;
+    // Sentinels instead of a fixed wait (the example's rooms fan out in process, in order):
+    // bob's reply reaches alice after any echo of her own message would have; a user joining
+    // carol's room reaches carol after anything from the lobby could have.
+    send_text(&mut bob, "sentinel").await;
+    let m = json(&next_text(&mut alice).await);
+    assert_eq!(
+        (m["from"].as_str(), m["text"].as_str()),
+        (Some("bob"), Some("sentinel")),
+        "alice got something before bob's reply: {m}"
+    );
+    let _dave = connect(chat.addr, "/chat/elsewhere?name=dave").await;
+    assert_eq!(
+        json(&next_text(&mut carol).await)["users"],
+        serde_json::json!(["carol", "dave"]),
+        "carol got something from the lobby"
+    );
 
     drop(bob);
     assert_eq!(
@@ -144,7 +158,16 @@ async fn notify_example_reaches_one_user_through_the_http_api() {
     assert_eq!(m["event"], "invoice-paid");
     assert_eq!(m["channel"], "#server-to-user-alice");
     assert_eq!(m["data"], "{\"id\":7}");
-    assert_silent(&mut bob, Duration::from_millis(300)).await;
+    // Sentinels instead of a fixed wait: a second event on alice's channel (same fan-out lane, so
+    // anything the first one queued for bob is queued by the time alice has it), then one on
+    // bob's own channel, which must be the next thing bob gets.
+    let (status, _) = trigger(notify.addr, "#server-to-user-alice", "sentinel", "{}").await;
+    assert_eq!(status, 200);
+    assert_eq!(json(&next_text(&mut alice).await)["event"], "sentinel");
+    let (status, _) = trigger(notify.addr, "#server-to-user-bob", "sentinel", "{}").await;
+    assert_eq!(status, 200);
+    let m = json(&next_text(&mut bob).await);
+    assert_eq!(m["event"], "sentinel", "bob got alice's notification: {m}");
 
     let (raw, head) = Raw::connect(notify.addr, "/notify", "").await;
     assert!(raw.is_none() && head.starts_with("HTTP/1.1 401"), "{head}");
