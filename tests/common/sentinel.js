@@ -13,11 +13,3 @@
  */
 export const PUSHERJS_RETRY_GRACE_MS = 1500;
 
-/**
- * Send `send()` (a sentinel through the path under test) and wait until `arrived()` holds for it;
- * returns once every effect of earlier actions on that path has been delivered.
- */
-export async function throughSentinel(send, arrived, waitUntil, ms, label) {
-  await send();
-  await waitUntil(arrived, ms, label);
-}
