@@ -123,3 +123,21 @@ pub fn resident_bytes() -> Option<u64> {
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
 }
+
+/// Whether a `/metrics` request carries `token` (`Authorization: Bearer`
+/// or `?token=`), compared in constant time.
+pub fn token_matches(headers: &hyper::HeaderMap, query: Option<&str>, token: &str) -> bool {
+    let bearer = headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let from_query = query.and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "token")
+            .map(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8_lossy())
+    });
+    bearer.is_some_and(|b| crate::signing::same(b, token))
+        || from_query.is_some_and(|q| crate::signing::same(&q, token))
+}

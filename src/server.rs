@@ -52,6 +52,8 @@ struct State {
 /// A bound, not yet running server.
 pub struct Server {
     listener: TcpListener,
+    /// `/metrics` alone, when `metrics_listen` is set.
+    metrics_listener: Option<TcpListener>,
     state: Arc<State>,
 }
 
@@ -93,6 +95,10 @@ impl Server {
     ) -> std::io::Result<Server> {
         crate::http_api::echo::started();
         let listener = listen(&config.server.host, config.server.port).await?;
+        let metrics_listener = match &config.server.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr.as_str()).await?),
+            None => None,
+        };
         let node = Node::new(config.apps, adapter);
         node.adapter().ready().await;
         // One fan-out lane per core: API triggers answer once queued.
@@ -133,7 +139,11 @@ impl Server {
             custom,
             tls,
         });
-        Ok(Server { listener, state })
+        Ok(Server {
+            listener,
+            metrics_listener,
+            state,
+        })
     }
 
     /// Rooms of app `app_id` (the first app when `None`), to broadcast from
@@ -144,6 +154,13 @@ impl Server {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The address of the separate `/metrics` listener, if configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn node(&self) -> &Arc<Node> {
@@ -171,6 +188,9 @@ impl Server {
             .filter(|hub| hub.app.redis_url.is_some())
             .map(|hub| tokio::spawn(crate::ingress::redis::run(hub.clone())))
             .collect();
+        let metrics_task = self
+            .metrics_listener
+            .map(|l| tokio::spawn(serve_metrics(state.clone(), l)));
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -215,6 +235,9 @@ impl Server {
         }
         state.node.adapter().shutdown().await;
         sweeper.abort();
+        if let Some(task) = metrics_task {
+            task.abort();
+        }
         ingress.iter().for_each(|task| task.abort());
     }
 }
@@ -311,14 +334,65 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                 &serde_json::json!({ "status": text, "adapter": adapter.name() }),
             )
         }
-        (&Method::GET, "/metrics") => respond(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            metrics::render(&state.node, ready),
-        ),
+        (&Method::GET, "/metrics") => metrics_endpoint(&state, &req, false),
         (_, p) if p.starts_with("/apps/") || p.starts_with("/users/") => api(&state, req).await,
         _ => json_error(StatusCode::NOT_FOUND, "not found"),
     })
+}
+
+/// `/metrics` names every app id and its traffic, so it is not for
+/// everyone: with `metrics_listen` it is served only on that listener (the
+/// public port answers 404), and with `metrics_token` it needs
+/// `Authorization: Bearer <token>` or `?token=<token>`. Without either it
+/// is open, as Prometheus scrapers expect (README: security).
+fn metrics_endpoint(state: &State, req: &Request<Incoming>, dedicated: bool) -> Response<Body> {
+    if state.config.metrics_listen.is_some() && !dedicated {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "metrics are served on the metrics listener (metrics_listen), not on this port",
+        );
+    }
+    if let Some(token) = &state.config.metrics_token
+        && !metrics::token_matches(req.headers(), req.uri().query(), token)
+    {
+        return json_error(
+            StatusCode::UNAUTHORIZED,
+            "metrics need Authorization: Bearer <metrics_token> (or ?token=)",
+        );
+    }
+    respond(
+        StatusCode::OK,
+        "text/plain; version=0.0.4",
+        metrics::render(&state.node, state.ready.load(Ordering::SeqCst)),
+    )
+}
+
+/// The separate metrics listener: `GET /metrics` and nothing else, plain
+/// HTTP with the same header timeout as the public port.
+async fn serve_metrics(state: Arc<State>, listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let response = match (req.method(), req.uri().path()) {
+                    (&Method::GET, "/metrics") => metrics_endpoint(&state, &req, true),
+                    _ => json_error(StatusCode::NOT_FOUND, "only GET /metrics is served here"),
+                };
+                std::future::ready(Ok::<_, Infallible>(response))
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "metrics connection ended with an error");
+            }
+        });
+    }
 }
 
 /// Hands a `/socket.io/` request to engineioxide, answering CORS the way
