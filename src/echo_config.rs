@@ -254,6 +254,27 @@ mod tests {
     }
 
     #[test]
+    fn every_client_key_is_a_secret_api_key() {
+        let two = INIT_OUTPUT.replace(
+            r#"}],"#,
+            r#"},{"appId":"x","key":"fedcba9876543210fedcba9876543210"}],"#,
+        );
+        let (config, _) = load(&two, &|_| None).unwrap();
+        let app = &config.apps[0];
+        assert_eq!(app.id, "a1b2c3d4e5f6a7b8");
+        assert_eq!(app.extra_api_keys.len(), 2);
+        assert!(!app.extra_api_keys.contains(&app.key));
+        let env = |k: &str| (k == "RESONANCE_APP_KEY").then(|| "browser-key".to_string());
+        assert_eq!(
+            load(INIT_OUTPUT, &env).unwrap().0.apps[0].key,
+            "browser-key"
+        );
+        let short = INIT_OUTPUT.replace("0123456789abcdef0123456789abcdef", "abc");
+        let err = load(&short, &|_| None).err().unwrap();
+        assert!(err.contains("extra_api_keys[0]"), "{err}");
+    }
+
+    #[test]
     fn refuses_garbage() {
         assert!(load("{not json", &|_| None).is_err());
         assert!(load(r#"{"port":"abc"}"#, &|_| None).is_err());
