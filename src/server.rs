@@ -188,9 +188,12 @@ impl Server {
             .filter(|hub| hub.app.redis_url.is_some())
             .map(|hub| tokio::spawn(crate::ingress::redis::run(hub.clone())))
             .collect();
-        let metrics_task = self
-            .metrics_listener
-            .map(|l| tokio::spawn(serve_metrics(state.clone(), l)));
+        let metrics_task = self.metrics_listener.map(|l| {
+            let (node, config) = (state.node.clone(), state.config.clone());
+            let state = state.clone();
+            let ready = move || state.ready.load(Ordering::SeqCst);
+            tokio::spawn(metrics::serve(l, node, config, ready))
+        });
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -340,59 +343,15 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     })
 }
 
-/// `/metrics` names every app id and its traffic, so it is not for
-/// everyone: with `metrics_listen` it is served only on that listener (the
-/// public port answers 404), and with `metrics_token` it needs
-/// `Authorization: Bearer <token>` or `?token=<token>`. Without either it
-/// is open, as Prometheus scrapers expect (README: security).
+/// `/metrics` on the public port (see [`metrics::endpoint`]).
 fn metrics_endpoint(state: &State, req: &Request<Incoming>, dedicated: bool) -> Response<Body> {
-    if state.config.metrics_listen.is_some() && !dedicated {
-        return json_error(
-            StatusCode::NOT_FOUND,
-            "metrics are served on the metrics listener (metrics_listen), not on this port",
-        );
-    }
-    if let Some(token) = &state.config.metrics_token
-        && !metrics::token_matches(req.headers(), req.uri().query(), token)
-    {
-        return json_error(
-            StatusCode::UNAUTHORIZED,
-            "metrics need Authorization: Bearer <metrics_token> (or ?token=)",
-        );
-    }
-    respond(
-        StatusCode::OK,
-        "text/plain; version=0.0.4",
-        metrics::render(&state.node, state.ready.load(Ordering::SeqCst)),
+    metrics::endpoint(
+        &state.node,
+        state.ready.load(Ordering::SeqCst),
+        &state.config,
+        req,
+        dedicated,
     )
-}
-
-/// The separate metrics listener: `GET /metrics` and nothing else, plain
-/// HTTP with the same header timeout as the public port.
-async fn serve_metrics(state: Arc<State>, listener: TcpListener) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let response = match (req.method(), req.uri().path()) {
-                    (&Method::GET, "/metrics") => metrics_endpoint(&state, &req, true),
-                    _ => json_error(StatusCode::NOT_FOUND, "only GET /metrics is served here"),
-                };
-                std::future::ready(Ok::<_, Infallible>(response))
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "metrics connection ended with an error");
-            }
-        });
-    }
 }
 
 /// Hands a `/socket.io/` request to engineioxide, answering CORS the way
