@@ -12,6 +12,13 @@
 //! `{"type":"message","from":NAME,"text":TEXT}` for others' messages; the
 //! browser sends the text of a message as a plain text frame. The socket is
 //! `ws://HOST/chat/{room}?name=NAME`; the name is the connection's user.
+//!
+//! The room comes from the URL, i.e. from whoever connects, so it must not
+//! name a channel the app broadcasts private data on. Resonance refuses
+//! `private-*` rooms (403 before the upgrade) unless the route authorises
+//! them; this one does for direct messages: `private-dm.alice.bob` is open
+//! to alice and bob only. (The name here is whatever `?name=` says; a real
+//! app's authenticator checks a session or a token first.)
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -105,6 +112,14 @@ fn name_from_query(req: &resonance::custom::UpgradeRequest) -> auth::AuthResult 
     }
 }
 
+/// Private rooms: `private-dm.{a}.{b}` admits users a and b only.
+fn dm_member(user: Option<&str>, room: &str) -> bool {
+    let (Some(user), Some(pair)) = (user, room.strip_prefix("private-dm.")) else {
+        return false;
+    };
+    pair.split('.').any(|member| member == user)
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let addr: SocketAddr = match std::env::args()
@@ -126,7 +141,8 @@ async fn main() -> ExitCode {
             "/chat/{room}",
             Route::callbacks(Chat::default())
                 .room_param("room")
-                .authenticator(auth::from_fn(name_from_query)),
+                .authenticator(auth::from_fn(name_from_query))
+                .authorize_rooms(dm_member),
         )
         .get("/", |_req| async { http::html(PAGE) })
         .bind()

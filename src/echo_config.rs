@@ -72,20 +72,22 @@ pub fn load(
     }
 
     let mut app = AppConfig::default();
-    let mut clients = file.clients.into_iter();
-    match clients.next() {
-        Some(client) => {
-            app.id = client.app_id;
-            app.key = client.key;
-        }
+    match file.clients.first() {
+        Some(client) => app.id = client.app_id.clone(),
         None => warnings.push(
-            "clients is empty: the HTTP API uses the built-in development app id and key".into(),
+            "clients is empty: the laravel-echo-server API (Bearer / auth_key) is off; add a client or set RESONANCE_APP_EXTRA_API_KEYS".into(),
         ),
     }
-    app.extra_api_keys = clients.map(|c| c.key).collect();
+    // Every `clients` key is an API key, as in laravel-echo-server: they
+    // are secret (the app's server holds them), so they never double as the
+    // Pusher key, which every browser bundle carries. Socket.IO clients
+    // send no key, so the app gets its own (RESONANCE_APP_KEY to choose it).
+    app.extra_api_keys = file.clients.into_iter().map(|c| c.key).collect();
     // laravel-echo-server has no secret; the Pusher-signed API then needs
     // RESONANCE_APP_SECRET (the Bearer-key API works without).
-    app.secret = crate::init::generate_credentials().2;
+    let (_, key, secret) = crate::init::generate_credentials();
+    app.key = key;
+    app.secret = secret;
 
     let auth_host = over("AUTH_HOST")
         .or(file.auth_host)
@@ -210,7 +212,8 @@ mod tests {
         let (config, warnings) = load(INIT_OUTPUT, &|_| None).unwrap();
         let app = &config.apps[0];
         assert_eq!(app.id, "a1b2c3d4e5f6a7b8");
-        assert_eq!(app.key, "0123456789abcdef0123456789abcdef");
+        assert_eq!(app.extra_api_keys, ["0123456789abcdef0123456789abcdef"]);
+        assert_ne!(app.key, "0123456789abcdef0123456789abcdef");
         assert_eq!(
             app.auth_endpoint.as_deref(),
             Some("http://localhost/broadcasting/auth")
@@ -248,6 +251,27 @@ mod tests {
             config.apps[0].auth_endpoint.as_deref(),
             Some("http://app.test/broadcasting/auth")
         );
+    }
+
+    #[test]
+    fn every_client_key_is_a_secret_api_key() {
+        let two = INIT_OUTPUT.replace(
+            r#"}],"#,
+            r#"},{"appId":"x","key":"fedcba9876543210fedcba9876543210"}],"#,
+        );
+        let (config, _) = load(&two, &|_| None).unwrap();
+        let app = &config.apps[0];
+        assert_eq!(app.id, "a1b2c3d4e5f6a7b8");
+        assert_eq!(app.extra_api_keys.len(), 2);
+        assert!(!app.extra_api_keys.contains(&app.key));
+        let env = |k: &str| (k == "RESONANCE_APP_KEY").then(|| "browser-key".to_string());
+        assert_eq!(
+            load(INIT_OUTPUT, &env).unwrap().0.apps[0].key,
+            "browser-key"
+        );
+        let short = INIT_OUTPUT.replace("0123456789abcdef0123456789abcdef", "abc");
+        let err = load(&short, &|_| None).err().unwrap();
+        assert!(err.contains("extra_api_keys[0]"), "{err}");
     }
 
     #[test]

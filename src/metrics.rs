@@ -1,9 +1,22 @@
 //! `/metrics` in the Prometheus text format, rendered on request from the
 //! per-app atomics (nothing is recorded per message beyond those adds).
 
+use std::convert::Infallible;
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::config::ServerConfig;
 use crate::core::node::Node;
 
 /// Renders every metric of every app on this node.
@@ -122,4 +135,103 @@ pub fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
+}
+
+/// Whether a `/metrics` request carries `token` (`Authorization: Bearer`
+/// or `?token=`), compared in constant time.
+pub fn token_matches(headers: &hyper::HeaderMap, query: Option<&str>, token: &str) -> bool {
+    let bearer = headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let from_query = query.and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "token")
+            .map(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8_lossy())
+    });
+    bearer.is_some_and(|b| crate::signing::same(b, token))
+        || from_query.is_some_and(|q| crate::signing::same(&q, token))
+}
+
+fn answer(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "error": message }).to_string();
+    answer(status, "application/json", body)
+}
+
+/// `GET /metrics`. It names every app id and its traffic, so it is not for
+/// everyone: with `metrics_listen` it is served only on that listener
+/// (`dedicated`; the public port answers 404), and with `metrics_token` it
+/// needs `Authorization: Bearer <token>` or `?token=<token>`. Without
+/// either it is open, as Prometheus scrapers expect (README: security).
+pub(crate) fn endpoint(
+    node: &Node,
+    ready: bool,
+    config: &ServerConfig,
+    req: &Request<Incoming>,
+    dedicated: bool,
+) -> Response<Full<Bytes>> {
+    if config.metrics_listen.is_some() && !dedicated {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "metrics are served on the metrics listener (metrics_listen), not on this port",
+        );
+    }
+    if let Some(token) = &config.metrics_token
+        && !token_matches(req.headers(), req.uri().query(), token)
+    {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "metrics need Authorization: Bearer <metrics_token> (or ?token=)",
+        );
+    }
+    answer(
+        StatusCode::OK,
+        "text/plain; version=0.0.4",
+        render(node, ready),
+    )
+}
+
+/// The separate metrics listener: `GET /metrics` and nothing else, plain
+/// HTTP with the same header timeout as the public port. Runs until
+/// aborted.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    node: Arc<Node>,
+    config: Arc<ServerConfig>,
+    ready: impl Fn() -> bool + Clone + Send + Sync + 'static,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors and the like: back off, keep serving.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let (node, config, ready) = (node.clone(), config.clone(), ready.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let response = match (req.method(), req.uri().path()) {
+                    (&Method::GET, "/metrics") => endpoint(&node, ready(), &config, &req, true),
+                    _ => refuse(StatusCode::NOT_FOUND, "only GET /metrics is served here"),
+                };
+                std::future::ready(Ok::<_, Infallible>(response))
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "metrics connection ended with an error");
+            }
+        });
+    }
 }

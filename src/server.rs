@@ -52,6 +52,8 @@ struct State {
 /// A bound, not yet running server.
 pub struct Server {
     listener: TcpListener,
+    /// `/metrics` alone, when `metrics_listen` is set.
+    metrics_listener: Option<TcpListener>,
     state: Arc<State>,
 }
 
@@ -93,6 +95,10 @@ impl Server {
     ) -> std::io::Result<Server> {
         crate::http_api::echo::started();
         let listener = listen(&config.server.host, config.server.port).await?;
+        let metrics_listener = match &config.server.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr.as_str()).await?),
+            None => None,
+        };
         let node = Node::new(config.apps, adapter);
         node.adapter().ready().await;
         // One fan-out lane per core: API triggers answer once queued.
@@ -133,7 +139,11 @@ impl Server {
             custom,
             tls,
         });
-        Ok(Server { listener, state })
+        Ok(Server {
+            listener,
+            metrics_listener,
+            state,
+        })
     }
 
     /// Rooms of app `app_id` (the first app when `None`), to broadcast from
@@ -144,6 +154,13 @@ impl Server {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The address of the separate `/metrics` listener, if configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn node(&self) -> &Arc<Node> {
@@ -171,6 +188,12 @@ impl Server {
             .filter(|hub| hub.app.redis_url.is_some())
             .map(|hub| tokio::spawn(crate::ingress::redis::run(hub.clone())))
             .collect();
+        let metrics_task = self.metrics_listener.map(|l| {
+            let (node, config) = (state.node.clone(), state.config.clone());
+            let state = state.clone();
+            let ready = move || state.ready.load(Ordering::SeqCst);
+            tokio::spawn(metrics::serve(l, node, config, ready))
+        });
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -215,6 +238,9 @@ impl Server {
         }
         state.node.adapter().shutdown().await;
         sweeper.abort();
+        if let Some(task) = metrics_task {
+            task.abort();
+        }
         ingress.iter().for_each(|task| task.abort());
     }
 }
@@ -311,14 +337,21 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                 &serde_json::json!({ "status": text, "adapter": adapter.name() }),
             )
         }
-        (&Method::GET, "/metrics") => respond(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            metrics::render(&state.node, ready),
-        ),
+        (&Method::GET, "/metrics") => metrics_endpoint(&state, &req, false),
         (_, p) if p.starts_with("/apps/") || p.starts_with("/users/") => api(&state, req).await,
         _ => json_error(StatusCode::NOT_FOUND, "not found"),
     })
+}
+
+/// `/metrics` on the public port (see [`metrics::endpoint`]).
+fn metrics_endpoint(state: &State, req: &Request<Incoming>, dedicated: bool) -> Response<Body> {
+    metrics::endpoint(
+        &state.node,
+        state.ready.load(Ordering::SeqCst),
+        &state.config,
+        req,
+        dedicated,
+    )
 }
 
 /// Hands a `/socket.io/` request to engineioxide, answering CORS the way

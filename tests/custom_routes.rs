@@ -195,7 +195,7 @@ async fn invalid_rooms_are_refused_before_the_upgrade() {
     let server = start(Server::builder(config()).route("/chat/{room}", relay_route())).await;
     let (raw, head) = Raw::connect(server.addr, "/chat/presence-x", "").await;
     assert!(raw.is_none());
-    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
     let (raw, head) = Raw::connect(server.addr, "/chat/a%20b", "").await;
     assert!(raw.is_none());
     assert!(head.starts_with("HTTP/1.1 400"), "{head}");

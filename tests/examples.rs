@@ -136,6 +136,22 @@ async fn chat_example_relays_within_a_room_and_lists_users() {
         raw.is_none() && head.starts_with("HTTP/1.1 401"),
         "no name: {head}"
     );
+
+    // Private rooms: the app's per-user channels are refused, a direct
+    // message room admits its two members only.
+    for path in [
+        "/chat/private-App.Models.User.1?name=mallory",
+        "/chat/private-dm.alice.bob?name=mallory",
+        "/chat/presence-lobby?name=alice",
+    ] {
+        let (raw, head) = Raw::connect(chat.addr, path, "").await;
+        assert!(
+            raw.is_none() && head.starts_with("HTTP/1.1 403"),
+            "{path}: {head}"
+        );
+    }
+    let (raw, head) = Raw::connect(chat.addr, "/chat/private-dm.alice.bob?name=bob", "").await;
+    assert!(raw.is_some(), "bob in his DM room: {head}");
 }
 
 #[tokio::test]

@@ -51,8 +51,9 @@ pub struct AppConfig {
     /// Serve Laravel Echo's `socket.io` connector at `/socket.io/` for this
     /// app (the first app that enables it owns the path).
     pub socketio: bool,
-    /// More keys accepted as `Bearer` tokens by the laravel-echo-server API
-    /// (its extra `clients`).
+    /// Keys accepted as `Bearer` tokens / `auth_key` by the
+    /// laravel-echo-server API (its `clients` keys). Secret: never the
+    /// public `key`. Empty means that API is off.
     pub extra_api_keys: Vec<String>,
     /// Channels one connection may be subscribed to at once (over → a
     /// `LimitReached` subscription error, status 429).
@@ -91,6 +92,10 @@ impl Default for AppConfig {
     }
 }
 
+/// Shortest accepted `extra_api_keys` entry: these keys are the only
+/// credential of the unsigned laravel-echo-server API.
+pub const MIN_API_KEY_LEN: usize = 16;
+
 impl AppConfig {
     /// Checks the values that would make the app unusable, naming the key.
     pub fn validate(&self, prefix: &str) -> Result<(), String> {
@@ -111,6 +116,22 @@ impl AppConfig {
         }
         if self.secret.len() < 8 {
             return bad("secret", "must be at least 8 characters");
+        }
+        for (i, k) in self.extra_api_keys.iter().enumerate() {
+            if k.len() < MIN_API_KEY_LEN {
+                return bad(
+                    &format!("extra_api_keys[{i}]"),
+                    &format!(
+                        "must be at least {MIN_API_KEY_LEN} characters (it is a password for the unsigned API)"
+                    ),
+                );
+            }
+            if *k == self.key {
+                return bad(
+                    &format!("extra_api_keys[{i}]"),
+                    "must not be the app key: the key is public (browsers send it), an API key must be secret",
+                );
+            }
         }
         if self.activity_timeout == 0 {
             return bad("activity_timeout", "must be at least 1 second");
@@ -225,5 +246,27 @@ mod tests {
         let err = app.validate("apps[0]").unwrap_err();
         assert!(err.starts_with("apps[0].id:"), "{err}");
         assert!(AppConfig::default().validate("apps[0]").is_ok());
+    }
+
+    #[test]
+    fn api_keys_must_be_secret_and_long() {
+        let public = AppConfig {
+            extra_api_keys: vec!["resonance-key".into()],
+            ..AppConfig::default()
+        };
+        let err = public.validate("apps[0]").unwrap_err();
+        assert!(err.starts_with("apps[0].extra_api_keys[0]:"), "{err}");
+        let same = AppConfig {
+            key: "0123456789abcdef0123".into(),
+            extra_api_keys: vec!["0123456789abcdef0123".into()],
+            ..AppConfig::default()
+        };
+        let err = same.validate("apps[0]").unwrap_err();
+        assert!(err.contains("must not be the app key"), "{err}");
+        let good = AppConfig {
+            extra_api_keys: vec!["0123456789abcdef0123".into()],
+            ..AppConfig::default()
+        };
+        assert!(good.validate("apps[0]").is_ok());
     }
 }

@@ -16,7 +16,7 @@ use hyper::HeaderMap;
 use parking_lot::Mutex;
 
 use super::auth::UpgradeRequest;
-use super::rooms::{RoomError, Rooms, joinable};
+use super::rooms::{RoomAuthorizer, RoomError, Rooms, joinable};
 use super::route::Params;
 use crate::core::channel::{ChannelSpec, SERVER_TO_USER_PREFIX};
 use crate::core::connection::{CloseRequest, Connection, Frame, SocketId};
@@ -145,6 +145,8 @@ pub(crate) struct ConnInner {
     pub(crate) core: Arc<Connection>,
     pub(crate) hub: Arc<Hub>,
     rooms: Rooms,
+    /// The route's authoriser for private rooms, if it has one.
+    authorize: Option<RoomAuthorizer>,
     user: Option<Box<str>>,
     request: UpgradeRequest,
     protocol: Option<Box<str>>,
@@ -171,6 +173,7 @@ impl Conn {
     pub(crate) fn new(
         core: Arc<Connection>,
         rooms: Rooms,
+        authorize: Option<RoomAuthorizer>,
         user: Option<String>,
         request: UpgradeRequest,
         protocol: Option<String>,
@@ -179,6 +182,7 @@ impl Conn {
             hub: rooms.hub().clone(),
             core,
             rooms,
+            authorize,
             user: user.map(Into::into),
             request,
             protocol: protocol.map(Into::into),
@@ -249,11 +253,17 @@ impl Conn {
             .close_with(None, CloseRequest { code, reason: "" });
     }
 
-    /// Joins `room` (any valid channel name but `presence-*` and
-    /// `#server-to-user-*`). Broadcasts to the room, and HTTP API triggers
-    /// on a channel of that name, reach this connection until it leaves.
+    /// Joins `room`: any valid public channel name; `private-*` and
+    /// `private-encrypted-*` only when the route's
+    /// [`authorize_rooms`](super::Route::authorize_rooms) allows it for
+    /// this connection's user ([`RoomError::Unauthorized`] otherwise);
+    /// never `presence-*` or `#`-prefixed names ([`RoomError::Reserved`]).
+    /// A handler joining a room a client asked for can close with
+    /// [`super::ROOM_REFUSED`] (4009) and the error as reason.
+    /// Broadcasts to the room, and HTTP API triggers on a channel of that
+    /// name, reach this connection until it leaves.
     pub fn join(&self, room: &str) -> Result<(), RoomError> {
-        self.join_spec(&joinable(room)?)
+        self.join_spec(&joinable(room, self.user(), self.0.authorize.as_ref())?)
     }
 
     /// Joins any valid channel (internal: the user's own channel).

@@ -39,7 +39,9 @@
 //! - [`handler`] — the two handler styles ([`Callbacks`], a task over a
 //!   [`WebSocket`]) and the per-connection driver (I/O, close, panics).
 //! - [`conn`] — [`Message`] and the [`Conn`] handle handlers talk through.
-//! - [`rooms`] — rooms as hub channels; broadcast, emit, send to a user.
+//! - [`rooms`] — rooms as hub channels; broadcast, emit, send to a user;
+//!   who may join which room (private rooms need
+//!   [`Route::authorize_rooms`]; presence and `#` names never).
 //! - [`auth`] — identifying the user from the upgrade request.
 //! - [`wire`] — how core events are encoded for raw connections.
 //! - [`http`] — plain HTTP routes.
@@ -64,7 +66,11 @@ pub use conn::{CloseStatus, Conn, Message};
 pub use handler::{Callbacks, Elapsed, ProtocolError, WebSocket};
 pub use http::{HttpRequest, HttpResponse};
 pub use mount::Routes;
-pub use rooms::{RoomError, Rooms};
+pub use rooms::{RoomAuthorizer, RoomError, Rooms};
+
+/// Close code for a connection refused a room it asked for after the
+/// upgrade (the Pusher protocol's 4009, "unauthorized").
+pub const ROOM_REFUSED: u16 = 4009;
 pub use route::{Params, PathPattern, Route};
 
 use crate::config::Config;

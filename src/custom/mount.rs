@@ -24,7 +24,7 @@ use super::auth::UpgradeRequest;
 use super::conn::Conn;
 use super::handler::{self, Handler};
 use super::http::{self, HttpHandler, HttpRequest};
-use super::rooms::{Registry, Rooms, joinable, user_channel};
+use super::rooms::{Registry, RoomAuthorizer, RoomError, Rooms, joinable, user_channel};
 use super::route::{PathPattern, Route};
 use super::wire::RAW_WIRE;
 use crate::config::ServerConfig;
@@ -271,9 +271,16 @@ impl Mount {
             .and_then(|p| request.params.get(p))
             .map(str::to_string);
         if let Some(room) = &room
-            && let Err(e) = joinable(room)
+            && let Err(e) = joinable(room, user.as_deref(), r.route.authorize_rooms.as_ref())
         {
-            return refuse(StatusCode::BAD_REQUEST, e.to_string());
+            let status = match e {
+                RoomError::InvalidName(_) => StatusCode::BAD_REQUEST,
+                _ => {
+                    hub.stats.error("room_refused");
+                    StatusCode::FORBIDDEN
+                }
+            };
+            return refuse(status, e.to_string());
         }
         let offered: Vec<&str> = req
             .headers()
@@ -299,6 +306,7 @@ impl Mount {
         let session = Session {
             handler: r.route.handler.clone(),
             rooms: r.rooms.clone(),
+            authorize: r.route.authorize_rooms.clone(),
             hub,
             request,
             user,
@@ -334,6 +342,7 @@ impl Mount {
 struct Session {
     handler: Handler,
     rooms: Rooms,
+    authorize: Option<RoomAuthorizer>,
     hub: Arc<Hub>,
     request: UpgradeRequest,
     user: Option<String>,
@@ -355,6 +364,7 @@ impl Session {
         let conn = Conn::new(
             core.clone(),
             self.rooms,
+            self.authorize,
             self.user,
             self.request,
             self.protocol,

@@ -9,6 +9,18 @@
 //! envelope described in [`super::wire`], and pusher-js clients subscribed
 //! to a public channel of that name receive a room's text broadcasts as-is.
 //!
+//! Who may join which room: public names (`lobby`, `chat-42`) are open to
+//! every connection of the route. `private-*` and `private-encrypted-*`
+//! are the names the app broadcasts private data on (Laravel's
+//! `PrivateChannel`, e.g. `private-App.Models.User.1`), so a raw
+//! connection joins one only when its route has an authoriser
+//! ([`super::Route::authorize_rooms`]) that says yes for that user and
+//! room. `presence-*` (needs a member, signed by the app) and `#`-prefixed
+//! internal names such as `#server-to-user-*` (joined automatically, only
+//! as that user) are never joinable. The rule holds for every name a
+//! client controls: the route's `room_param` (refused with 403 before the
+//! upgrade) and [`super::Conn::join`] from handler code (an `Err`).
+//!
 //! A user's connections share the channel `#server-to-user-{id}` (the one
 //! Pusher's `sendToUser` triggers on), so [`Rooms::to_user`] and the HTTP
 //! API reach every connection of a user on every node.
@@ -38,6 +50,9 @@ pub enum RoomError {
     InvalidName(String),
     /// `presence-*` and `#server-to-user-*` belong to the Pusher protocol.
     Reserved(String),
+    /// `private-*` / `private-encrypted-*` without the route's authoriser
+    /// allowing it for this user.
+    Unauthorized(String),
     /// `data` given to [`Rooms::trigger`] is not JSON.
     InvalidData(String),
     /// The connection has ended.
@@ -50,7 +65,11 @@ impl fmt::Display for RoomError {
             RoomError::InvalidName(e) => write!(f, "invalid room name: {e}"),
             RoomError::Reserved(name) => write!(
                 f,
-                "room {name:?} is reserved (presence-* and #server-to-user-* are Pusher channels)"
+                "room {name:?} is reserved (presence-* and #-prefixed names such as #server-to-user-* are Pusher channels)"
+            ),
+            RoomError::Unauthorized(name) => write!(
+                f,
+                "room {name:?} is a private channel: this route does not authorise it for this connection"
             ),
             RoomError::InvalidData(e) => write!(f, "event data is not JSON: {e}"),
             RoomError::Closed => write!(f, "the connection has ended"),
@@ -100,15 +119,33 @@ fn room_name(room: &str) -> Result<ChannelSpec<'_>, RoomError> {
     ChannelSpec::parse(room).map_err(|e| RoomError::InvalidName(e.to_string()))
 }
 
+/// Decides whether `user` (the authenticator's, if any) may join a
+/// private room; see [`super::Route::authorize_rooms`].
+pub type RoomAuthorizer = Arc<dyn Fn(Option<&str>, &str) -> bool + Send + Sync>;
+
 /// A name a connection may join: a valid channel name, not one of the
 /// Pusher protocol's own (presence needs a member, a user's channel is
-/// joined only as that user).
-pub(crate) fn joinable(room: &str) -> Result<ChannelSpec<'_>, RoomError> {
-    let spec = room_name(room)?;
-    if spec.is_presence() || spec.kind == ChannelKind::ServerToUser {
+/// joined only as that user), and a private one only when `authorize`
+/// allows it for `user`.
+pub(crate) fn joinable<'a>(
+    room: &'a str,
+    user: Option<&str>,
+    authorize: Option<&RoomAuthorizer>,
+) -> Result<ChannelSpec<'a>, RoomError> {
+    if room.starts_with('#') {
         return Err(RoomError::Reserved(room.to_string()));
     }
-    Ok(spec)
+    let spec = room_name(room)?;
+    match spec.kind {
+        ChannelKind::Public => Ok(spec),
+        ChannelKind::Presence | ChannelKind::ServerToUser => {
+            Err(RoomError::Reserved(room.to_string()))
+        }
+        ChannelKind::Private | ChannelKind::PrivateEncrypted => match authorize {
+            Some(f) if f(user, room) => Ok(spec),
+            _ => Err(RoomError::Unauthorized(room.to_string())),
+        },
+    }
 }
 
 impl Rooms {

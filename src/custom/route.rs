@@ -14,6 +14,7 @@ use percent_encoding::percent_decode_str;
 
 use super::auth::Authenticator;
 use super::handler::Handler;
+use super::rooms::RoomAuthorizer;
 use crate::core::app::wildcard_match;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +161,7 @@ pub struct Route {
     pub(crate) protocols: Vec<String>,
     pub(crate) authenticator: Option<Arc<dyn Authenticator>>,
     pub(crate) room_param: Option<String>,
+    pub(crate) authorize_rooms: Option<RoomAuthorizer>,
     pub(crate) app_id: Option<String>,
     pub(crate) max_message_bytes: Option<usize>,
     pub(crate) frame_size: Option<usize>,
@@ -173,6 +175,7 @@ impl Route {
             protocols: Vec::new(),
             authenticator: None,
             room_param: None,
+            authorize_rooms: None,
             app_id: None,
             max_message_bytes: None,
             frame_size: None,
@@ -205,8 +208,36 @@ impl Route {
 
     /// Joins every connection to the room named by this path parameter
     /// (`/chat/{room}` with `room_param("room")`) before the handler runs.
+    /// The name comes from the client: a private one needs
+    /// [`authorize_rooms`](Route::authorize_rooms), `presence-*` and
+    /// `#...` are refused (HTTP 403 before the upgrade).
     pub fn room_param(mut self, name: impl Into<String>) -> Self {
         self.room_param = Some(name.into());
+        self
+    }
+
+    /// Lets this route's connections join private rooms (`private-*`,
+    /// `private-encrypted-*`: where Laravel broadcasts per-user data) when
+    /// `allow(user, room)` is true; `user` is what the
+    /// [`authenticator`](Route::authenticator) returned. Without it such
+    /// rooms are refused: from `room_param` with a 403 before the upgrade,
+    /// from [`Conn::join`](super::Conn::join) with an error. `presence-*`
+    /// and `#`-prefixed rooms are refused whatever it says.
+    ///
+    /// ```
+    /// # use resonance::custom::Route;
+    /// let route = Route::echo()
+    ///     .room_param("room")
+    ///     .authorize_rooms(|user, room| {
+    ///         // Only user 7 may join private-App.Models.User.7.
+    ///         user.is_some_and(|u| room == format!("private-App.Models.User.{u}"))
+    ///     });
+    /// ```
+    pub fn authorize_rooms(
+        mut self,
+        allow: impl Fn(Option<&str>, &str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.authorize_rooms = Some(Arc::new(allow));
         self
     }
 

@@ -1,7 +1,13 @@
 //! laravel-echo-server's HTTP API, for apps and tools written against it:
-//! the app key as `Authorization: Bearer <key>` or `?auth_key=<key>`, no
+//! an API key as `Authorization: Bearer <key>` or `?auth_key=<key>`, no
 //! signature. Same answers and error bodies as laravel-echo-server 1.6.3 —
 //! except that invalid JSON is a 400, never a crash.
+//!
+//! The key must be one of the app's `extra_api_keys` (laravel-echo-server's
+//! `clients` keys), which are secret by configuration. The app's Pusher key
+//! is never accepted: it is public (every browser bundle carries it), and
+//! this API publishes to private and presence channels and lists presence
+//! members without a signature. With no `extra_api_keys` the API is off.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -39,9 +45,19 @@ pub async fn handle(
     body: &[u8],
 ) -> ApiResult {
     let hub = node.by_id(segments[0]).ok_or_else(unauthorized)?;
+    if hub.app.extra_api_keys.is_empty() {
+        hub.stats.error("api_unauthorized");
+        return Err(ApiError::new(
+            403,
+            "the laravel-echo-server API (Bearer token / auth_key without a signature) is off \
+             for this app: configure an API key in extra_api_keys \
+             (RESONANCE_APP_EXTRA_API_KEYS, at least 16 characters, not the app key), or sign \
+             the request as the Pusher HTTP API",
+        ));
+    }
     let key = bearer.or(auth_key).ok_or_else(unauthorized)?;
-    let known = signing::same(key, &hub.app.key)
-        || hub.app.extra_api_keys.iter().any(|k| signing::same(key, k));
+    // Only the secret API keys: the Pusher key is public.
+    let known = hub.app.extra_api_keys.iter().any(|k| signing::same(key, k));
     if !known {
         hub.stats.error("api_unauthorized");
         return Err(unauthorized());

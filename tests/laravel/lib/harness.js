@@ -235,7 +235,9 @@ export function startEchoServer(configFor, { env: extraEnv = {}, listenPort, tls
       env,
       host: '127.0.0.1',
       port: realPort,
-      app: { id: client.appId, key: client.key },
+      // Every `clients` key is a secret API key (extra_api_keys); the app's
+      // Pusher key is its own (generated), and is never accepted by that API.
+      app: { id: client.appId, apiKey: client.key },
       cleanup: () => fs.rmSync(dir, { recursive: true, force: true }),
       tls,
     });
@@ -371,8 +373,8 @@ export async function pusherApi(server, method, apiPath, { query = {}, body } = 
   return { status, json, text, headers };
 }
 
-/** laravel-echo-server style API request: key as Bearer (default) or ?auth_key=. */
-export async function echoApi(server, method, apiPath, { key = server.app.key, body, asQuery = false, appId = server.app.id, rawPath } = {}) {
+/** laravel-echo-server style API request: API key as Bearer (default) or ?auth_key=. */
+export async function echoApi(server, method, apiPath, { key = server.app.apiKey, body, asQuery = false, appId = server.app.id, rawPath } = {}) {
   let urlPath = rawPath || `/apps/${appId}${apiPath}`;
   const headers = {};
   if (asQuery) urlPath += `${urlPath.includes('?') ? '&' : '?'}auth_key=${encodeURIComponent(key)}`;

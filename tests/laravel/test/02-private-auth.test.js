@@ -183,3 +183,22 @@ test('Pusher client subscribing without an auth signature is authorised by the s
   const pong = await raw2.ping();
   assert.equal(pong.event, 'pusher:pong', 'connection stays up');
 });
+
+test('socket.io: without an auth endpoint, private / presence / encrypted / #server-to-user-* subscriptions are refused (403)', async () => {
+  const plain = await h.startServer({ redis: null, auth: null });
+  const sio = await SioClient.connect(plain, { version: 4 });
+  for (const channel of [`private-${uid('a')}`, `presence-${uid('b')}`, `private-encrypted-${uid('c')}`, '#server-to-user-1']) {
+    sio.socket.emit('subscribe', { channel, auth: { headers: {} } });
+    assert.deepEqual(await sio.nextEvent('subscription_error'), ['subscription_error', channel, 403], channel);
+    assert.equal(await subscriptionCount(plain, channel), 0, `${channel} not subscribed`);
+  }
+  assert.equal(sio.isConnected, true);
+});
+
+test('socket.io: #server-to-user-* is refused even with an auth endpoint, which is not asked', async () => {
+  const sio = await SioClient.connect(server, { version: 4, cookie: 'laravel_session=1' });
+  const channel = '#server-to-user-1';
+  sio.socket.emit('subscribe', { channel, auth: { headers: {} } });
+  assert.deepEqual(await sio.nextEvent('subscription_error'), ['subscription_error', channel, 403]);
+  assert.equal(auth.forChannel(channel).length, 0, 'the auth endpoint was not asked');
+});

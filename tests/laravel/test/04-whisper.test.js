@@ -112,3 +112,30 @@ test('whispers on a public channel, or on a channel the sender has not joined, a
   assert.equal(A.isConnected, true);
   assert.equal(B.isConnected, true);
 });
+
+test('a client event on a private channel the sender never joined is dropped (socket.io and pusher-js)', async () => {
+  const name = uid('secret');
+  const channel = `private-${name}`;
+  const A = await SioClient.connect(server, { version: 4, cookie: 'laravel_session=7' });
+  const B = await SioClient.connect(server, { version: 4, cookie: 'laravel_session=8' });
+  const aCh = A.echo.private(name);
+  const aGot = capture('A listenForWhisper');
+  aCh.listenForWhisper('typing', aGot.cb);
+  B.echo.private(name);
+  await waitSubscriptions(server, channel, 2);
+  // Intruders: a socket.io client and a pusher-js client, neither subscribed. Each then
+  // subscribes to a public channel on the same connection: once that succeeds, the server
+  // has handled (and refused) the client event sent before it.
+  const X = await SioClient.connect(server, { version: 4 });
+  X.socket.emit('client event', { channel, event: 'client-typing', data: { n: 'intruder' } });
+  const xPub = uid('xpub');
+  X.echo.channel(xPub);
+  await waitSubscriptions(server, xPub, 1);
+  const p = await connectedPusher(server, { user: 9 });
+  p.send_event('client-typing', { n: 'intruder' }, channel);
+  await pusherSubscribe(p, uid('ppub'));
+  // Sentinel through the whisper path from the authorised B.
+  B.echo.private(name).whisper('typing', { n: 'sentinel' });
+  assert.deepEqual((await aGot.nth(1))[0], { n: 'sentinel' });
+  assert.deepEqual(aGot.calls.map((c) => c[0].n), ['sentinel'], 'no intruder whisper delivered');
+});

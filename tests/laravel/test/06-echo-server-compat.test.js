@@ -221,6 +221,24 @@ test('HTTP API: wrong key / no key / wrong app → 403 {"error":"Unauthorized"}'
   assert.deepEqual(post.json, { error: 'Unauthorized' });
 });
 
+test('HTTP API: the app\'s public Pusher key is refused (403), as Bearer and as ?auth_key=', async () => {
+  // The Pusher key is in every browser bundle: the unsigned API must never take it.
+  const s = await h.startEchoServer((port) => echoConfig(port), { env: { RESONANCE_APP_KEY: 'browser-bundle-key' } });
+  for (const asQuery of [false, true]) {
+    const r = await echoApi(s, 'POST', '/events', { key: 'browser-bundle-key', asQuery, body: { channel: 'private-App.Models.User.1', name: 'X', data: {} } });
+    assert.equal(r.status, 403, `public key (query ${asQuery}): ${r.status} ${r.text}`);
+    assert.deepEqual(r.json, { error: 'Unauthorized' });
+  }
+  assert.equal((await echoApi(s, 'GET', '/status')).status, 200, 'the clients key still works');
+  // A server whose app has no API key: the echo API is off and says how to turn it on.
+  const plain = await h.startServer();
+  const r = await echoApi(plain, 'GET', '/channels/presence-x/users', { key: plain.app.key });
+  assert.equal(r.status, 403, `public key on a server without extra_api_keys: ${r.status} ${r.text}`);
+  assert.match(r.json.error, /extra_api_keys/);
+  const q = await echoApi(plain, 'POST', '/events', { key: plain.app.key, asQuery: true, body: { channel: 'private-a', name: 'X', data: {} } });
+  assert.equal(q.status, 403, q.text);
+});
+
 test('HTTP API: invalid JSON → 400 and the server stays up (laravel-echo-server crashed here)', async () => {
   const channel = uid('orders');
   const sio = await SioClient.connect(server, { version: 2 });
