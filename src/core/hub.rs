@@ -473,7 +473,7 @@ mod tests {
     }
     static W: Wire = Wire {
         name: "test",
-        slot: 3,
+        variant: crate::core::connection::WireVariant::TestA,
         encode: name_only,
         notice: |_, _| None,
     };
@@ -527,7 +527,7 @@ mod tests {
     }
     static TEXT_ONLY: Wire = Wire {
         name: "text-only",
-        slot: 2,
+        variant: crate::core::connection::WireVariant::TestB,
         encode: skip_raw_binary,
         notice: |_, _| None,
     };
