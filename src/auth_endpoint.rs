@@ -90,9 +90,27 @@ fn form_body(channel: &str, socket_id: &str) -> String {
 
 /// Asks the app whether the client may join the channel.
 pub async fn authorize(call: AuthCall<'_>) -> Verdict {
+    authorize_with(&shared().permits, call).await
+}
+
+/// [`authorize`] with its concurrency limit given. Everything — the wait
+/// for a permit, connecting, the answer and its body — happens within
+/// `call.timeout`: when the app is slow, calls queue for permits, and a
+/// wait outside the timeout would leave clients pending for ever.
+async fn authorize_with(permits: &Semaphore, call: AuthCall<'_>) -> Verdict {
+    let timeout = call.timeout;
+    match tokio::time::timeout(timeout, exchange(permits, call)).await {
+        Ok(verdict) => verdict,
+        Err(_) => Verdict::Refused {
+            status: 504,
+            reason: format!("auth endpoint did not answer within {timeout:?}"),
+        },
+    }
+}
+
+async fn exchange(permits: &Semaphore, call: AuthCall<'_>) -> Verdict {
     let refused = |status: u16, reason: String| Verdict::Refused { status, reason };
-    let shared = shared();
-    let Ok(_permit) = shared.permits.acquire().await else {
+    let Ok(_permit) = permits.acquire().await else {
         return refused(503, "auth calls are shutting down".into());
     };
     let mut request = Request::post(call.endpoint)
@@ -126,29 +144,23 @@ pub async fn authorize(call: AuthCall<'_>) -> Verdict {
         Ok(r) => r,
         Err(e) => return refused(500, format!("cannot build the auth request: {e}")),
     };
-    let exchange = async {
-        let response = shared
-            .client
-            .request(request)
-            .await
-            .map_err(|e| (502, format!("auth endpoint unreachable: {e}")))?;
-        let status = response.status().as_u16();
-        let body = Limited::new(response.into_body(), MAX_RESPONSE)
-            .collect()
-            .await
-            .map_err(|_| (502, "could not read the auth endpoint's answer".to_string()))?
-            .to_bytes();
-        Ok::<_, (u16, String)>((status, body))
+    let response = match shared().client.request(request).await {
+        Ok(r) => r,
+        Err(e) => return refused(502, format!("auth endpoint unreachable: {e}")),
     };
-    let (status, body) = match tokio::time::timeout(call.timeout, exchange).await {
+    let status = response.status().as_u16();
+    // Bounded: an answer larger than MAX_RESPONSE is an error, not a buffer.
+    let body = match Limited::new(response.into_body(), MAX_RESPONSE)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
         Err(_) => {
             return refused(
-                504,
-                format!("auth endpoint did not answer within {:?}", call.timeout),
+                502,
+                format!("could not read the auth endpoint's answer (at most {MAX_RESPONSE} bytes)"),
             );
         }
-        Ok(Err((status, reason))) => return refused(status, reason),
-        Ok(Ok(answer)) => answer,
     };
     if status != 200 {
         return refused(status, format!("auth endpoint answered HTTP {status}"));
@@ -195,6 +207,64 @@ mod tests {
         assert_eq!(
             form_body("private-a.1", "1.2"),
             "channel_name=private%2Da%2E1&socket_id=1%2E2"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_wait_for_a_permit_counts_within_the_timeout() {
+        // Every permit is taken (the app is slow for everyone): the call must
+        // give up with 504 after its timeout, not queue for ever.
+        let permits = Semaphore::new(1);
+        let _held = permits.acquire().await.unwrap();
+        let started = std::time::Instant::now();
+        let call = authorize_with(
+            &permits,
+            AuthCall {
+                endpoint: "http://127.0.0.1:9/broadcasting/auth",
+                channel: "private-a",
+                socket_id: "1.2",
+                headers: &[],
+                handshake_cookie: None,
+                timeout: Duration::from_millis(200),
+            },
+        );
+        let verdict = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .expect("the permit wait is bounded by auth_timeout");
+        assert!(
+            matches!(verdict, Verdict::Refused { status: 504, .. }),
+            "{verdict:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn an_oversized_answer_is_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let body = "x".repeat(MAX_RESPONSE + 1);
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = s.write_all(head.as_bytes()).await;
+            let _ = s.write_all(body.as_bytes()).await;
+        });
+        let endpoint = format!("http://{addr}/broadcasting/auth");
+        let verdict = authorize(AuthCall {
+            endpoint: &endpoint,
+            channel: "private-a",
+            socket_id: "1.2",
+            headers: &[],
+            handshake_cookie: None,
+            timeout: Duration::from_secs(2),
+        })
+        .await;
+        assert!(
+            matches!(verdict, Verdict::Refused { status: 502, .. }),
+            "{verdict:?}"
         );
     }
 

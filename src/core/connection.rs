@@ -88,21 +88,98 @@ impl fmt::Debug for SocketId {
     }
 }
 
-/// How many wire formats can share one encoded-event cache. Each front-end
-/// owns one slot (see [`Wire`]).
-pub const WIRE_VARIANTS: usize = 4;
+/// The wire formats, one per front-end. An [`Event`] caches one encoding
+/// per variant, so two front-ends sharing a variant would receive each
+/// other's frames (that happened when the slot was a plain `usize` shared by
+/// convention). A new front-end adds a variant here; the cache is sized by
+/// [`WireVariant::COUNT`] and indexed by the variant, so it cannot collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum WireVariant {
+    /// pusher-js / Laravel Echo's pusher connector (`src/pusher`).
+    Pusher,
+    /// Laravel Echo's socket.io connector (`src/socketio`).
+    SocketIo,
+    /// Raw WebSocket connections of custom routes (`src/custom`).
+    Raw,
+    /// Wires of the core's own unit tests (two, for mixed-wire tests).
+    #[cfg(test)]
+    TestA,
+    #[cfg(test)]
+    TestB,
+    /// Claimed like a production variant, by the test that checks claims.
+    #[cfg(test)]
+    TestExclusive,
+}
 
-/// A wire format, as far as the core needs to know one: a slot in the
-/// per-event encoding cache and the function that fills it. The core never
-/// looks inside the bytes.
+impl WireVariant {
+    /// Every variant, in index order.
+    pub const ALL: &'static [WireVariant] = &[
+        WireVariant::Pusher,
+        WireVariant::SocketIo,
+        WireVariant::Raw,
+        #[cfg(test)]
+        WireVariant::TestA,
+        #[cfg(test)]
+        WireVariant::TestB,
+        #[cfg(test)]
+        WireVariant::TestExclusive,
+    ];
+    /// How many encodings an event can cache.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// The variant's index in the encoding cache (a field-less enum's
+    /// discriminant: free on the hot path, always `< COUNT`).
+    #[inline]
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A wire format, as far as the core needs to know one: its variant (its
+/// place in the per-event encoding cache) and the function that fills it.
+/// The core never looks inside the bytes.
 pub struct Wire {
     pub name: &'static str,
-    pub slot: usize,
+    pub variant: WireVariant,
     pub encode: fn(&Event) -> Bytes,
     /// The frame that tells a client why the server closes it (e.g. a
     /// `pusher:error`), sent just before the close frame; `None` if the
     /// wire has no such message.
     pub notice: fn(u16, &str) -> Option<Bytes>,
+}
+
+/// Which `Wire` claimed each production variant, so that a second `Wire`
+/// value declared with a variant already in use is caught the first time a
+/// connection uses it, not by clients receiving foreign frames.
+static CLAIMED: [std::sync::atomic::AtomicPtr<Wire>; WireVariant::COUNT] =
+    [const { std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()) }; WireVariant::COUNT];
+
+impl Wire {
+    /// Panics if another `Wire` already uses this one's variant: a
+    /// programming error that would corrupt mixed channels (checked once per
+    /// new connection, off the fan-out path).
+    fn claim(&'static self) {
+        use std::sync::atomic::Ordering;
+        #[cfg(test)]
+        if matches!(self.variant, WireVariant::TestA | WireVariant::TestB) {
+            return; // the unit tests' many little wires share these freely
+        }
+        let slot = &CLAIMED[self.variant.index()];
+        let me = self as *const Wire as *mut Wire;
+        if let Err(other) = slot.compare_exchange(
+            std::ptr::null_mut(),
+            me,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) && other != me
+        {
+            panic!(
+                "wire {:?} reuses variant {:?}, already used by another wire",
+                self.name, self.variant
+            );
+        }
+    }
 }
 
 impl fmt::Debug for Wire {
@@ -222,6 +299,7 @@ impl Connection {
 
     /// A connection whose id the front-end assigned (Socket.IO sids).
     pub fn with_id(socket_id: SocketId, wire: &'static Wire, limit: usize) -> Arc<Self> {
+        wire.claim();
         Arc::new(Connection {
             socket_id,
             wire,
@@ -354,10 +432,30 @@ mod tests {
     }
     static TEST_WIRE: Wire = Wire {
         name: "test",
-        slot: 3,
+        variant: WireVariant::TestA,
         encode: plain,
         notice: |_, _| None,
     };
+
+    static IMPOSTOR_A: Wire = Wire {
+        name: "impostor-a",
+        variant: WireVariant::TestExclusive,
+        encode: plain,
+        notice: |_, _| None,
+    };
+    static IMPOSTOR_B: Wire = Wire {
+        name: "impostor-b",
+        variant: WireVariant::TestExclusive,
+        encode: plain,
+        notice: |_, _| None,
+    };
+
+    #[test]
+    #[should_panic(expected = "reuses variant TestExclusive")]
+    fn two_wires_cannot_share_a_variant() {
+        let _a = Connection::new(&IMPOSTOR_A, 1);
+        let _b = Connection::new(&IMPOSTOR_B, 1);
+    }
 
     #[test]
     fn socket_ids_are_unique_and_well_formed() {

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 
-use super::connection::{Frame, SocketId, WIRE_VARIANTS, Wire};
+use super::connection::{Frame, SocketId, Wire, WireVariant};
 
 /// A JSON value kept as the exact text it arrived as. Forwarding never
 /// parses it: the `data` of an event is opaque to the server.
@@ -99,7 +99,7 @@ pub struct Event {
     /// Further connections to skip ("everyone but these"); empty, and so
     /// allocation-free, for every event but such broadcasts.
     also_exclude: Box<[SocketId]>,
-    encoded: [OnceLock<Bytes>; WIRE_VARIANTS],
+    encoded: [OnceLock<Bytes>; WireVariant::COUNT],
 }
 
 impl Event {
@@ -149,7 +149,7 @@ impl Event {
 
     /// The frame for `wire`, encoded on first use and shared afterwards.
     pub fn encoded(&self, wire: &Wire) -> Bytes {
-        self.encoded[wire.slot]
+        self.encoded[wire.variant.index()]
             .get_or_init(|| (wire.encode)(self))
             .clone()
     }
@@ -182,7 +182,7 @@ mod tests {
     }
     static COUNTING: Wire = Wire {
         name: "counting",
-        slot: 2,
+        variant: crate::core::connection::WireVariant::TestA,
         encode: counting,
         notice: |_, _| None,
     };

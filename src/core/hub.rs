@@ -42,6 +42,12 @@ struct ChannelState {
     subscribers: Arc<Vec<Arc<Connection>>>,
     /// Presence members by user key, with how many connections each has here.
     members: HashMap<Box<str>, (Member, u32)>,
+    /// Set, under this lock, when the channel is removed from its shard. A
+    /// subscribe finds the channel under the shard lock but locks it only
+    /// after releasing that: if the last subscriber left in between, joining
+    /// this orphan would confirm a subscription nobody publishes to (and
+    /// leave a ghost presence member), so the subscribe starts over.
+    dead: bool,
 }
 
 /// Why a subscription was refused by the hub (auth is checked before).
@@ -132,21 +138,26 @@ impl Hub {
         member: Option<Member>,
         confirm: impl FnOnce(Joined<'_>),
     ) -> Result<(), JoinError> {
-        let channel = {
-            let mut shard = self.shard(spec.name).write();
-            shard.entry(spec.name.into()).or_default().clone()
-        };
-        let mut added = None;
-        let announced;
-        let count;
         let remote = if spec.is_presence() {
             self.adapter.remote_members(self, spec.name)
         } else {
             Vec::new()
         };
-        {
+        let mut member = member;
+        // Each retry means another thread removed the channel between our
+        // lookup and our lock; the next lookup creates a live one under the
+        // shard lock, so only a continuous flood of removals repeats it.
+        let (added, announced, count) = loop {
+            let channel = {
+                let mut shard = self.shard(spec.name).write();
+                shard.entry(spec.name.into()).or_default().clone()
+            };
             let mut state = channel.state.lock();
-            if let Some(member) = member {
+            if state.dead {
+                continue;
+            }
+            let mut added = None;
+            if let Some(member) = member.take() {
                 let known = state.members.contains_key(&member.key);
                 if !known && state.members.len() >= self.app.max_presence_members {
                     drop(state);
@@ -165,12 +176,12 @@ impl Hub {
             // Announce a new member to the cluster before the joiner hears
             // it is in: anything the client does next (closing another tab
             // on another node) then reaches the other nodes after this.
-            announced = added.as_ref().is_some_and(|m| {
+            let announced = added.as_ref().is_some_and(|m| {
                 self.adapter
                     .member_joining(self, spec.name, m, &conn.socket_id)
             });
             Arc::make_mut(&mut state.subscribers).push(conn.clone());
-            count = state.subscribers.len();
+            let count = state.subscribers.len();
             let members = spec.is_presence().then(|| {
                 let mut all: Vec<&Member> = state.members.values().map(|(m, _)| m).collect();
                 all.extend(
@@ -184,7 +195,8 @@ impl Hub {
                 members,
                 subscription_count: count,
             });
-        }
+            break (added, announced, count);
+        };
         self.stats.subscribed();
         if let Some(member) = added
             && !announced
@@ -229,6 +241,7 @@ impl Hub {
             }
             count = state.subscribers.len();
             if count == 0 {
+                state.dead = true;
                 drop(state);
                 shard.remove(channel);
             }
@@ -245,9 +258,11 @@ impl Hub {
 
     fn drop_if_empty(&self, channel: &str) {
         let mut shard = self.shard(channel).write();
-        if let Some(ch) = shard.get(channel)
-            && ch.state.lock().subscribers.is_empty()
-        {
+        let Some(ch) = shard.get(channel) else { return };
+        let mut state = ch.state.lock();
+        if state.subscribers.is_empty() {
+            state.dead = true; // see ChannelState::dead
+            drop(state);
             shard.remove(channel);
         }
     }
@@ -473,7 +488,7 @@ mod tests {
     }
     static W: Wire = Wire {
         name: "test",
-        slot: 3,
+        variant: crate::core::connection::WireVariant::TestA,
         encode: name_only,
         notice: |_, _| None,
     };
@@ -527,7 +542,7 @@ mod tests {
     }
     static TEXT_ONLY: Wire = Wire {
         name: "text-only",
-        slot: 2,
+        variant: crate::core::connection::WireVariant::TestB,
         encode: skip_raw_binary,
         notice: |_, _| None,
     };

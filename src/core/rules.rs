@@ -43,6 +43,19 @@ impl RateLimit {
     }
 }
 
+/// HTTP-style status of a subscription refused for the per-connection cap
+/// (Pusher's "too many requests" family; both front-ends send it).
+pub const SUBSCRIPTION_LIMIT_STATUS: u16 = 429;
+
+/// Why one more subscription is refused: `held` counts the connection's
+/// subscriptions plus those waiting for the auth endpoint (a client must not
+/// get past the cap by subscribing faster than the app answers).
+pub fn subscription_limit_refusal(app: &AppConfig, held: usize) -> Option<String> {
+    let max = app.max_subscriptions_per_connection;
+    (held >= max)
+        .then(|| format!("subscription limit reached: at most {max} channels per connection"))
+}
+
 /// Why a client event was refused (before the rate limit).
 pub fn client_event_refusal(
     app: &AppConfig,
@@ -139,6 +152,20 @@ mod tests {
             ..AppConfig::default()
         };
         assert!(client_event_refusal(&off, Some("private-a"), true, 10).is_some());
+    }
+
+    #[test]
+    fn subscription_cap() {
+        let app = AppConfig {
+            max_subscriptions_per_connection: 2,
+            ..AppConfig::default()
+        };
+        assert!(subscription_limit_refusal(&app, 1).is_none());
+        let refusal = subscription_limit_refusal(&app, 2).unwrap();
+        assert!(
+            refusal.contains("at most 2 channels per connection"),
+            "{refusal}"
+        );
     }
 
     #[test]

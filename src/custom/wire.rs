@@ -14,13 +14,13 @@
 
 use bytes::Bytes;
 
-use crate::core::connection::Wire;
+use crate::core::connection::{Wire, WireVariant};
 use crate::core::event::{Event, EventKind};
 
-/// Slot 2 of the encoding cache (0 is Pusher's, 1 Socket.IO's).
+/// The raw front-end's wire ([`WireVariant::Raw`] in the encoding cache).
 pub static RAW_WIRE: Wire = Wire {
     name: "raw",
-    slot: 2,
+    variant: WireVariant::Raw,
     encode: encode_event,
     notice: |_, _| None,
 };

@@ -11,13 +11,13 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::core::connection::Wire;
+use crate::core::connection::{Wire, WireVariant};
 use crate::core::event::{Event, EventKind, Member};
 
-/// The Pusher front-end's slot in the per-event encoding cache.
+/// The Pusher front-end's wire ([`WireVariant::Pusher`] in the encoding cache).
 pub static PUSHER_WIRE: Wire = Wire {
     name: "pusher",
-    slot: 0,
+    variant: WireVariant::Pusher,
     encode: encode_event,
     notice: |code, reason| Some(error(Some(code), reason)),
 };

@@ -68,6 +68,11 @@ struct Session {
     cookie: Option<Arc<str>>,
     /// Auth endpoint calls in flight (allocated on first use).
     pending: Option<FuturesUnordered<PendingAuth>>,
+    /// The channels of those calls: one call per channel at a time, and they
+    /// count toward the subscription cap. A channel leaves this list when
+    /// its answer arrives or the client unsubscribes (the answer is then
+    /// ignored).
+    pending_channels: Vec<Box<str>>,
 }
 
 /// Waits for the next auth endpoint answer; never resolves when none is
@@ -111,6 +116,7 @@ pub async fn run(
         rate: RateLimit::default(),
         cookie,
         pending: None,
+        pending_channels: Vec::new(),
     };
 
     let mut last_seen = Instant::now();
@@ -328,6 +334,22 @@ impl Session {
                 spec.is_presence().then_some(&refs[..]),
             ));
         }
+        if self.pending_channels.iter().any(|c| &**c == channel) {
+            // Its auth call is in flight; that answer confirms or refuses.
+            return;
+        }
+        // Calls abandoned by an unsubscribe still run until they answer or
+        // time out: they count too, so sub/unsub loops cannot pile them up.
+        let in_flight = self.pending.as_ref().map_or(0, FuturesUnordered::len);
+        let held = self.subscriptions.len() + in_flight.max(self.pending_channels.len());
+        if let Some(message) = rules::subscription_limit_refusal(&self.hub.app, held) {
+            return self.subscription_error(
+                channel,
+                "LimitReached",
+                &message,
+                rules::SUBSCRIPTION_LIMIT_STATUS,
+            );
+        }
         if spec.kind == ChannelKind::ServerToUser
             && spec.server_to_user_id() != self.user.as_deref()
         {
@@ -366,6 +388,7 @@ impl Session {
         let socket_id = self.conn.socket_id.clone();
         let cookie = self.cookie.clone();
         let timeout = Duration::from_secs(self.hub.app.auth_timeout);
+        self.pending_channels.push(data.channel.as_str().into());
         let call = Box::pin(async move {
             let verdict = auth_endpoint::authorize(AuthCall {
                 endpoint: &endpoint,
@@ -385,6 +408,10 @@ impl Session {
 
     fn auth_answered(&mut self, data: SubscribeData, verdict: Verdict) {
         let channel = data.channel.as_str();
+        let Some(pos) = self.pending_channels.iter().position(|c| &**c == channel) else {
+            return; // unsubscribed while the call was in flight
+        };
+        self.pending_channels.swap_remove(pos);
         let Ok(spec) = ChannelSpec::parse(channel) else {
             return;
         };
@@ -444,6 +471,7 @@ impl Session {
     }
 
     fn unsubscribe(&mut self, channel: &str) {
+        self.pending_channels.retain(|c| &**c != channel);
         let Some(pos) = self
             .subscriptions
             .iter()

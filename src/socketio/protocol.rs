@@ -9,13 +9,13 @@
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use crate::core::connection::Wire;
+use crate::core::connection::{Wire, WireVariant};
 use crate::core::event::{Event, EventKind, Member};
 
-/// The Socket.IO front-end's slot in the per-event encoding cache.
+/// The Socket.IO front-end's wire ([`WireVariant::SocketIo`] in the encoding cache).
 pub static SOCKETIO_WIRE: Wire = Wire {
     name: "socket.io",
-    slot: 1,
+    variant: WireVariant::SocketIo,
     encode: encode_event,
     notice: |_, _| None,
 };

@@ -63,6 +63,10 @@ struct Session {
     subscriptions: Vec<Subscription>,
     /// Channels waiting for the auth endpoint.
     pending: HashSet<Box<str>>,
+    /// Auth calls still running, including those abandoned by an
+    /// unsubscribe: they count toward the cap, so sub/unsub loops cannot
+    /// pile them up.
+    in_flight: usize,
     rate: RateLimit,
     cookie: Option<Arc<str>>,
 }
@@ -124,6 +128,7 @@ impl SocketIoFrontend {
             conn: conn.clone(),
             subscriptions: Vec::new(),
             pending: HashSet::new(),
+            in_flight: 0,
             rate: RateLimit::default(),
             cookie,
         });
@@ -182,16 +187,25 @@ impl SocketIoFrontend {
             Ok(spec) => spec,
             Err(_) => return Self::emit(socket, wire::subscription_error(&channel, 400)),
         };
-        let (already, cookie, socket_id) = match Self::with_session(socket, |s| {
+        let (already, held, cookie, socket_id) = match Self::with_session(socket, |s| {
             let already = s.subscriptions.iter().any(|x| *x.channel == *channel)
                 || s.pending.contains(channel.as_str());
-            (already, s.cookie.clone(), s.conn.socket_id.clone())
+            let held = s.subscriptions.len() + s.pending.len().max(s.in_flight);
+            (already, held, s.cookie.clone(), s.conn.socket_id.clone())
         }) {
             Some(v) => v,
             None => return,
         };
         if already {
-            return;
+            return; // subscribed, or its auth call is in flight: no second call
+        }
+        if let Some(problem) = rules::subscription_limit_refusal(&self.hub.app, held) {
+            tracing::debug!(channel, problem, "Socket.IO subscription refused");
+            self.hub.stats.error("subscription_refused");
+            return Self::emit(
+                socket,
+                wire::subscription_error(&channel, rules::SUBSCRIPTION_LIMIT_STATUS),
+            );
         }
         match spec.kind {
             ChannelKind::ServerToUser => {
@@ -217,7 +231,10 @@ impl SocketIoFrontend {
                         _ => None,
                     })
                     .collect();
-                Self::with_session(socket, |s| s.pending.insert(channel.as_str().into()));
+                Self::with_session(socket, |s| {
+                    s.in_flight += 1;
+                    s.pending.insert(channel.as_str().into())
+                });
                 let (this, socket, timeout) = (
                     self.clone(),
                     socket.clone(),
@@ -233,9 +250,11 @@ impl SocketIoFrontend {
                         timeout,
                     })
                     .await;
-                    let still_wanted =
-                        Self::with_session(&socket, |s| s.pending.remove(channel.as_str()))
-                            .unwrap_or(false);
+                    let still_wanted = Self::with_session(&socket, |s| {
+                        s.in_flight = s.in_flight.saturating_sub(1);
+                        s.pending.remove(channel.as_str())
+                    })
+                    .unwrap_or(false);
                     if !still_wanted {
                         return;
                     }
