@@ -159,6 +159,15 @@ fn start(file: Option<PathBuf>, echo_file: Option<PathBuf>, overrides: Overrides
         for app in apps.iter().filter(|a| !a.id.bytes().all(|b| b.is_ascii_digit())) {
             tracing::warn!(app_id = %app.id, "app id is not numeric: Pusher SDKs (PHP, Python) will refuse it; the laravel-echo-server API accepts it");
         }
+        // The server forwards the browser's cookie to the auth endpoint: a
+        // page on any other site could then be authorised as the visitor
+        // (unless the session cookie is SameSite=Lax/Strict, Laravel's
+        // default). Say so once; pinning allowed_origins closes it.
+        for app in apps.iter().filter(|a| {
+            a.auth_endpoint.is_some() && a.allowed_origins.iter().any(|o| o == "*")
+        }) {
+            tracing::warn!(app_id = %app.id, "auth_endpoint is set and allowed_origins is [\"*\"]: pages on any site may open sockets that the auth endpoint authorises with the visitor's cookies; set allowed_origins to your site's origins (RESONANCE_APP_ALLOWED_ORIGINS)");
+        }
         tracing::info!("listening on {addr}");
         server.run(shutdown_signal()).await;
         tracing::info!("stopped");
