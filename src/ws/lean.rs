@@ -56,6 +56,8 @@ pub const MESSAGE_TOO_BIG: u16 = 1009;
 
 /// Bytes read per `read` call into the stack scratch buffer.
 const READ_CHUNK: usize = 8 * 1024;
+/// Unwritten output past which pings are no longer answered.
+const MAX_UNSENT_PONGS: usize = 16 * 1024;
 /// Reads per wake-up before yielding to other connections.
 const MAX_READS_PER_WAKE: usize = 32;
 /// The per-thread write scratch buffer is given back above this size.
@@ -337,7 +339,10 @@ impl Codec {
                 return Err(Step::Closed);
             }
             OP_PING => {
-                if !self.close_sent {
+                // A client that floods pings and never reads must not grow
+                // the write buffer: past the cap its pings go unanswered
+                // (RFC 6455 §5.5.3 lets a server answer only the latest).
+                if !self.close_sent && self.out.len() < MAX_UNSENT_PONGS {
                     push_frame(&mut self.out, OP_PONG, payload);
                 }
                 on(Incoming::Ping(payload));
@@ -494,6 +499,9 @@ pub struct LeanSocket {
     unread: bool,
     eof: bool,
     codec: Codec,
+    /// The per-IP connection slot, held as long as the socket (boxed: one
+    /// pointer on every idle connection, and none when the limit is off).
+    _slot: Option<Box<crate::limits::ConnectionGuard>>,
 }
 
 impl LeanSocket {
@@ -506,12 +514,24 @@ impl LeanSocket {
             unread: !read_ahead.is_empty(),
             eof: false,
             codec: Codec::new(max_message),
+            _slot: None,
         }
     }
 
     /// Takes the TCP stream back from hyper's upgrade (with the bytes it
     /// read ahead). Fails if the connection is not a plain `TcpStream`.
+    /// The stream may carry its per-IP connection slot
+    /// ([`crate::limits::Guarded`]), which the socket then keeps.
     pub fn from_upgraded(upgraded: Upgraded, max_message: usize) -> Result<Self, Upgraded> {
+        let upgraded = match upgraded.downcast::<TokioIo<crate::limits::Guarded<TcpStream>>>() {
+            Ok(parts) => {
+                let guarded = parts.io.into_inner();
+                let mut socket = LeanSocket::new(guarded.io, &parts.read_buf, max_message);
+                socket._slot = guarded.guard.map(Box::new);
+                return Ok(socket);
+            }
+            Err(upgraded) => upgraded,
+        };
         let parts = upgraded.downcast::<TokioIo<TcpStream>>()?;
         Ok(LeanSocket::new(
             parts.io.into_inner(),
@@ -771,6 +791,16 @@ mod tests {
 
     fn all(frames: &[Vec<u8>]) -> Vec<u8> {
         frames.concat()
+    }
+
+    #[test]
+    fn a_ping_flood_never_grows_the_unsent_output_past_the_cap() {
+        let mut codec = Codec::new(1024);
+        let flood = all(&vec![client_frame(0x89, &[b'p'; 125]); 2_000]);
+        let (got, step) = run(&mut codec, &flood, 4096);
+        assert_eq!((got.len(), step), (2_000, None));
+        // Nobody flushed: at most the cap plus one pong is pending.
+        assert!(codec.pending_output().len() < MAX_UNSENT_PONGS + 128);
     }
 
     #[test]
