@@ -335,3 +335,91 @@ async fn deeply_nested_and_huge_json_messages_are_refused_politely() {
     round_trip(&mut probe).await;
     server.shutdown().await;
 }
+
+/// Opens a raw Pusher connection and subscribes it to `channel` as `user`
+/// (signed as the app's backend would); returns it once subscribed.
+async fn presence_member(addr: std::net::SocketAddr, channel: &str, user: &str) -> Raw {
+    let (raw, head) = Raw::connect(addr, PUSHER, "").await;
+    let mut raw = raw.unwrap_or_else(|| panic!("upgrade: {head}"));
+    let (_, _, hello) = raw.read().await.expect("connection_established");
+    let hello: serde_json::Value = serde_json::from_slice(&hello).expect("json");
+    let data: serde_json::Value =
+        serde_json::from_str(hello["data"].as_str().expect("data string")).expect("data json");
+    let socket_id = data["socket_id"].as_str().expect("socket_id");
+    let channel_data =
+        serde_json::json!({ "user_id": user, "user_info": { "n": user } }).to_string();
+    let signature = resonance::signing::hmac_sha256_hex(
+        "resonance-secret",
+        format!("{socket_id}:{channel}:{channel_data}").as_bytes(),
+    );
+    let subscribe = serde_json::json!({
+        "event": "pusher:subscribe",
+        "data": { "channel": channel, "auth": format!("resonance-key:{signature}"), "channel_data": channel_data },
+    });
+    raw.frame(0x81, subscribe.to_string().as_bytes(), true)
+        .await;
+    loop {
+        let (_, _, payload) = raw.read().await.expect("subscription answer");
+        let text = String::from_utf8_lossy(&payload);
+        if text.contains("subscription_succeeded") {
+            return raw;
+        }
+        assert!(!text.contains("error"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn two_thousand_presence_connections_reset_at_once_are_cleaned_up() {
+    let server = Server::builder(config()).bind().await.expect("bind");
+    let node = server.node().clone();
+    let server = start_server(server).await;
+    let hub = node.by_id("100000").expect("app").clone();
+    let channel = "presence-crowd";
+    let mut observer = presence_member(server.addr, channel, "observer").await;
+    let mut probe = pusher(server.addr).await;
+    let rss_before = rss_kib();
+    let mut crowd = Vec::with_capacity(2_000);
+    for i in 0..2_000 {
+        crowd.push(presence_member(server.addr, channel, &format!("user-{}", i % 20)).await);
+    }
+    assert_eq!(hub.members(channel).len(), 21);
+    let rss_full = rss_kib();
+    // RST every one of them at once: SO_LINGER 0, then close.
+    let t = Instant::now();
+    for raw in crowd {
+        raw.stream.set_zero_linger().expect("linger");
+        drop(raw);
+    }
+    // The observer sees each of the 20 users leave...
+    let mut removed = std::collections::HashSet::new();
+    while removed.len() < 20 {
+        let (_, _, payload) = observer.read().await.expect("member events");
+        let text = String::from_utf8_lossy(&payload);
+        if text.contains("member_removed") {
+            let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+            let data: serde_json::Value =
+                serde_json::from_str(v["data"].as_str().unwrap_or("{}")).expect("data");
+            removed.insert(data["user_id"].as_str().unwrap_or("").to_string());
+        }
+    }
+    let all_removed = t.elapsed();
+    // ...and the hub forgets every connection (observer and probe remain).
+    let deadline = Instant::now() + TIMEOUT;
+    while hub.connection_count() > 2 || hub.members(channel).len() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "{} connections and {} members left",
+            hub.connection_count(),
+            hub.members(channel).len()
+        );
+        tokio::task::yield_now().await;
+    }
+    let cleaned = t.elapsed();
+    let p50 = latency(&mut probe, 20).await;
+    println!(
+        "2,000 presence sockets reset at once: member_removed x20 after {all_removed:?}, hub clean after {cleaned:?}; probe p50 after {p50:?}; RSS {rss_before} -> {rss_full} (2,000 open) -> {} KiB",
+        rss_kib()
+    );
+    assert_eq!(hub.members(channel).len(), 1);
+    server.shutdown().await;
+}
