@@ -56,8 +56,6 @@ pub const MESSAGE_TOO_BIG: u16 = 1009;
 
 /// Bytes read per `read` call into the stack scratch buffer.
 const READ_CHUNK: usize = 8 * 1024;
-/// Unwritten output past which pings are no longer answered.
-const MAX_UNSENT_PONGS: usize = 16 * 1024;
 /// Reads per wake-up before yielding to other connections.
 const MAX_READS_PER_WAKE: usize = 32;
 /// The per-thread write scratch buffer is given back above this size.
@@ -339,10 +337,12 @@ impl Codec {
                 return Err(Step::Closed);
             }
             OP_PING => {
-                // A client that floods pings and never reads must not grow
-                // the write buffer: past the cap its pings go unanswered
-                // (RFC 6455 §5.5.3 lets a server answer only the latest).
-                if !self.close_sent && self.out.len() < MAX_UNSENT_PONGS {
+                // A client that floods pings and never reads is bounded by
+                // the session: it flushes these pongs before reading more,
+                // so the flood stalls on TCP backpressure and is closed
+                // after `write_timeout` (at most one read burst, 256 KiB,
+                // of pongs is held meanwhile).
+                if !self.close_sent {
                     push_frame(&mut self.out, OP_PONG, payload);
                 }
                 on(Incoming::Ping(payload));
@@ -791,16 +791,6 @@ mod tests {
 
     fn all(frames: &[Vec<u8>]) -> Vec<u8> {
         frames.concat()
-    }
-
-    #[test]
-    fn a_ping_flood_never_grows_the_unsent_output_past_the_cap() {
-        let mut codec = Codec::new(1024);
-        let flood = all(&vec![client_frame(0x89, &[b'p'; 125]); 2_000]);
-        let (got, step) = run(&mut codec, &flood, 4096);
-        assert_eq!((got.len(), step), (2_000, None));
-        // Nobody flushed: at most the cap plus one pong is pending.
-        assert!(codec.pending_output().len() < MAX_UNSENT_PONGS + 128);
     }
 
     #[test]
