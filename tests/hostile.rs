@@ -199,6 +199,13 @@ async fn api_floods_get_429_per_ip_and_per_app() {
     server.shutdown().await;
 
     let server = start_with(|c| c.apps[0].max_api_rate = 5).await;
+    // Strangers' unsigned requests do not use up the app's budget.
+    for _ in 0..20 {
+        let (status, _) = get(server.addr, "/apps/100000/channels").await;
+        assert_eq!(status, 401);
+    }
+    let (status, body) = trigger(server.addr, "c", "e", "{}").await;
+    assert_eq!(status, 200, "{body}");
     let mut limited = Vec::new();
     for _ in 0..20 {
         let (status, body) = trigger(server.addr, "c", "e", "{}").await;
