@@ -470,3 +470,42 @@ async fn a_ping_flood_on_a_custom_route_stays_bounded() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_dropped_after_the_handshake_timeout() {
+    let dir = std::env::temp_dir().join(format!("resonance-hostile-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (CI installs it)");
+    assert!(made.status.success(), "{made:?}");
+    let server = start_with(|c| {
+        c.server.handshake_timeout = 1;
+        c.server.tls_cert = Some(cert.display().to_string());
+        c.server.tls_key = Some(key.display().to_string());
+    })
+    .await;
+    // One socket says nothing, one stops in the middle of a ClientHello.
+    let silent = TcpStream::connect(server.addr).await.expect("connect");
+    let mut partial = TcpStream::connect(server.addr).await.expect("connect");
+    partial
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .expect("write");
+    let (a, b) = tokio::join!(slowloris(silent, false), slowloris(partial, false));
+    for dropped in [a, b] {
+        let dropped = dropped.expect("dropped");
+        assert!(dropped < Duration::from_secs(3), "{dropped:?}");
+    }
+    println!("stalled TLS handshakes dropped after {a:?} and {b:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+    server.shutdown().await;
+}
