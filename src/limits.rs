@@ -19,7 +19,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 
 /// Most keys a [`RateLimiter`] tracks at once (about 48 bytes each).
 const MAX_RATE_ENTRIES: usize = 100_000;
@@ -212,6 +213,34 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     pub fn tracked(&self) -> usize {
         self.inner.lock().map.len()
     }
+}
+
+/// Answers a connection over the per-IP limit with a 429 a person can read,
+/// then closes. Bounded: one second to write, and at most 64 KiB of the
+/// request drained (closing with unread bytes would reset the connection
+/// and the client might never see the answer).
+pub async fn refuse_over_limit(mut stream: TcpStream, max: u64) {
+    let body = format!(
+        "{{\"error\":\"too many connections from your address (at most {max} at once); close some and retry\"}}"
+    );
+    let response = format!(
+        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let exchange = async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < 64 * 1024 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), exchange).await;
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ use hyper::header::{CONTENT_TYPE, COOKIE, HeaderValue, ORIGIN};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -231,7 +230,7 @@ fn accept(state: &Arc<State>, stream: TcpStream, peer: SocketAddr) {
     let guard = match state.per_ip.acquire(peer.ip()) {
         Ok(guard) => guard,
         Err(_) => {
-            state.connections.spawn(refuse_over_limit(
+            state.connections.spawn(crate::limits::refuse_over_limit(
                 stream,
                 state.config.max_connections_per_ip,
             ));
@@ -260,34 +259,6 @@ fn accept(state: &Arc<State>, stream: TcpStream, peer: SocketAddr) {
             },
         }
     });
-}
-
-/// Answers a connection over the per-IP limit with a 429 a person can read,
-/// then closes. Bounded: one second to write, and at most 64 KiB of the
-/// request drained (closing with unread bytes would reset the connection
-/// and the client might never see the answer).
-async fn refuse_over_limit(mut stream: TcpStream, max: u64) {
-    let body = format!(
-        "{{\"error\":\"too many connections from your address (at most {max} at once); close some and retry\"}}"
-    );
-    let response = format!(
-        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let exchange = async {
-        stream.write_all(response.as_bytes()).await?;
-        stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
-        let mut drained = 0;
-        while drained < 64 * 1024 {
-            match stream.read(&mut sink).await? {
-                0 => break,
-                n => drained += n,
-            }
-        }
-        Ok::<(), std::io::Error>(())
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), exchange).await;
 }
 
 /// Serves HTTP/1.1 (with upgrades) on one accepted connection, plain or TLS.
