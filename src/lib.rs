@@ -31,6 +31,7 @@ pub mod echo_config;
 pub mod http_api;
 pub mod ingress;
 pub mod init;
+pub mod limits;
 pub mod metrics;
 pub mod pusher;
 pub mod server;

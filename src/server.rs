@@ -4,10 +4,10 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -16,7 +16,7 @@ use hyper::header::{CONTENT_TYPE, COOKIE, HeaderValue, ORIGIN};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -26,6 +26,7 @@ use crate::core::adapter::{Adapter, LocalAdapter};
 use crate::core::hub::Hub;
 use crate::core::node::Node;
 use crate::http_api::{self, ApiRequest};
+use crate::limits::{ConnectionLimiter, Guarded, RateLimiter};
 use crate::pusher::{protocol as pusher_wire, session};
 use crate::socketio::{SocketIoFrontend, SocketIoService};
 use crate::{custom, metrics, ws};
@@ -40,6 +41,15 @@ struct State {
     shutdown: CancellationToken,
     /// WebSocket sessions, awaited (bounded) at shutdown.
     sessions: TaskTracker,
+    /// One task per accepted connection (its HTTP/1.1 exchange, up to an
+    /// upgrade), awaited (bounded) at shutdown.
+    connections: TaskTracker,
+    /// Concurrent connections per client IP (`max_connections_per_ip`).
+    per_ip: ConnectionLimiter,
+    /// API requests per second per client IP (`api_rate_per_ip`).
+    api_ip_rate: RateLimiter<IpAddr>,
+    /// API requests per second per app (`max_api_rate`).
+    api_app_rate: RateLimiter<String>,
     ready: AtomicBool,
     /// Echo's `socket.io` connector, for the first app that enables it.
     socketio: Option<(Arc<Hub>, SocketIoService)>,
@@ -131,9 +141,13 @@ impl Server {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let state = Arc::new(State {
             node,
-            config: server_config,
+            config: server_config.clone(),
             shutdown,
             sessions,
+            connections: TaskTracker::new(),
+            per_ip: ConnectionLimiter::new(server_config.max_connections_per_ip),
+            api_ip_rate: RateLimiter::default(),
+            api_app_rate: RateLimiter::default(),
             ready: AtomicBool::new(true),
             socketio,
             custom,
@@ -199,20 +213,7 @@ impl Server {
             tokio::select! {
                 () = &mut stop => break,
                 accepted = self.listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nodelay(true);
-                        let state = state.clone();
-                        tokio::spawn(async move {
-                            match state.tls.clone() {
-                                None => serve_http(state, stream).await,
-                                Some(tls) => match tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await {
-                                    Ok(Ok(stream)) => serve_http(state, stream).await,
-                                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                                    Err(_) => tracing::debug!("TLS handshake timed out"),
-                                },
-                            }
-                        });
-                    }
+                    Ok((stream, peer)) => accept(&state, stream, peer),
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.
                         tracing::warn!(error = %e, "accept failed");
@@ -226,13 +227,16 @@ impl Server {
         drop(self.listener);
         state.shutdown.cancel();
         state.sessions.close();
+        state.connections.close();
         let grace = Duration::from_secs(state.config.shutdown_grace);
-        if tokio::time::timeout(grace, state.sessions.wait())
-            .await
-            .is_err()
-        {
+        let all_done = async {
+            state.connections.wait().await;
+            state.sessions.wait().await;
+        };
+        if tokio::time::timeout(grace, all_done).await.is_err() {
             tracing::warn!(
-                remaining = state.sessions.len(),
+                sessions = state.sessions.len(),
+                connections = state.connections.len(),
                 "grace period over; exiting anyway"
             );
         }
@@ -245,18 +249,70 @@ impl Server {
     }
 }
 
+/// Starts serving one accepted connection in its own (tracked) task, or
+/// refuses it when its IP is over `max_connections_per_ip`.
+fn accept(state: &Arc<State>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let guard = match state.per_ip.acquire(peer.ip()) {
+        Ok(guard) => guard,
+        Err(_) => {
+            state.connections.spawn(crate::limits::refuse_over_limit(
+                stream,
+                state.config.max_connections_per_ip,
+            ));
+            return;
+        }
+    };
+    let state = state.clone();
+    let handshake = Duration::from_secs(state.config.handshake_timeout);
+    let deadline = Instant::now() + handshake;
+    state.connections.clone().spawn(async move {
+        let io = Guarded { io: stream, guard };
+        match state.tls.clone() {
+            None => serve_http(state, io, peer.ip(), handshake).await,
+            Some(tls) => match tokio::time::timeout(handshake, tls.accept(io)).await {
+                Ok(Ok(io)) => {
+                    // The request head must arrive within what is left of
+                    // the handshake time (with a floor, for keep-alive
+                    // requests that reuse the setting).
+                    let left = deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_secs(1));
+                    serve_http(state, io, peer.ip(), left).await;
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
+            },
+        }
+    });
+}
+
 /// Serves HTTP/1.1 (with upgrades) on one accepted connection, plain or TLS.
-async fn serve_http<I>(state: Arc<State>, io: I)
+/// A request head must be complete within `head_timeout` and fit in
+/// `max_header_bytes` (hyper answers 431 otherwise); at shutdown the
+/// connection finishes its current request and closes.
+async fn serve_http<I>(state: Arc<State>, io: I, peer: IpAddr, head_timeout: Duration)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| handle(state.clone(), req));
+    let shutdown = state.shutdown.clone();
+    let max_head = state.config.max_header_bytes;
+    let service = service_fn(move |req| handle(state.clone(), peer, req));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(head_timeout)
+        .max_buf_size(max_head)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    if let Err(e) = conn.await {
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(error = %e, "http connection ended with an error");
     }
 }
@@ -305,7 +361,11 @@ fn json_error(status: StatusCode, message: &str) -> Response<Body> {
     json(status, &serde_json::json!({ "error": message }))
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    state: Arc<State>,
+    peer: IpAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     if let Some(key) = req.uri().path().strip_prefix("/app/") {
         let key = key.to_string();
         return Ok(pusher_upgrade(&state, req, &key));
@@ -338,7 +398,18 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             )
         }
         (&Method::GET, "/metrics") => metrics_endpoint(&state, &req, false),
-        (_, p) if p.starts_with("/apps/") || p.starts_with("/users/") => api(&state, req).await,
+        (_, p) if p.starts_with("/apps/") || p.starts_with("/users/") => {
+            if !state.api_ip_rate.check(&peer, state.config.api_rate_per_ip) {
+                return Ok(json_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!(
+                        "too many API requests from your address (at most {} per second); slow down",
+                        state.config.api_rate_per_ip
+                    ),
+                ));
+            }
+            api(&state, req).await
+        }
         _ => json_error(StatusCode::NOT_FOUND, "not found"),
     })
 }
@@ -482,6 +553,7 @@ async fn api_call(state: &State, req: Request<Incoming>) -> Response<Body> {
         path: parts.uri.path(),
         query: parts.uri.query().unwrap_or(""),
         body: &body,
+        app_rate: Some(&state.api_app_rate),
     };
     match http_api::handle(&state.node, &request).await {
         Ok(value) => json(StatusCode::OK, &value),

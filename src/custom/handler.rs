@@ -45,6 +45,10 @@ const HANDLER_GRACE: Duration = Duration::from_secs(10);
 pub const NORMAL: u16 = 1000;
 pub const GOING_AWAY: u16 = 1001;
 pub const INTERNAL_ERROR: u16 = 1011;
+/// A client that floods pings without reading the pongs.
+pub const POLICY_VIOLATION: u16 = 1008;
+/// Pings answered between two flushes of the pongs.
+const PINGS_PER_FLUSH: u32 = 64;
 /// No close frame was exchanged (the TCP connection just ended).
 pub const ABNORMAL: u16 = 1006;
 /// The peer's close frame carried no code.
@@ -253,6 +257,7 @@ pub(crate) async fn drive(
     // answered before the close, and a slow handler slows its client down
     // through TCP instead of a buffer.
     let mut delivered: u64 = 0;
+    let mut pings_unflushed: u32 = 0;
 
     let status = loop {
         let handler_idle = !inbox_open || *idle.borrow() == delivered;
@@ -321,6 +326,30 @@ pub(crate) async fn drive(
                     break CloseStatus { code, reason: e.to_string() };
                 }
                 Some(Ok(message)) => {
+                    // tokio-websockets parses many frames out of one read
+                    // without touching the socket, so a client flooding
+                    // small frames (pings) would never hit tokio's
+                    // cooperative budget and could starve other
+                    // connections on this worker: count each frame.
+                    tokio::task::consume_budget().await;
+                    if message.is_ping() {
+                        // The crate queues a pong per ping, unbounded, until
+                        // the socket is flushed: flush every few pings, so a
+                        // client that floods pings and never reads stops
+                        // being read (TCP backpressure) and, after
+                        // `write_timeout`, is closed (1008).
+                        pings_unflushed += 1;
+                        if pings_unflushed >= PINGS_PER_FLUSH {
+                            pings_unflushed = 0;
+                            let flushed = tokio::time::timeout(write_timeout, futures_util::SinkExt::flush(&mut socket)).await;
+                            if !matches!(flushed, Ok(Ok(()))) {
+                                conn.0.hub.stats.error("ping_flood");
+                                let reason = "pings sent faster than their pongs are read".to_string();
+                                ws::close(&mut socket, POLICY_VIOLATION, &reason, CLOSE_TIMEOUT).await;
+                                break CloseStatus { code: POLICY_VIOLATION, reason };
+                            }
+                        }
+                    }
                     if let Some((code, reason)) = message.as_close() {
                         // The crate has queued our answer; the next read
                         // flushes it and ends the stream.

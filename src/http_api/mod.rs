@@ -56,6 +56,9 @@ pub struct ApiRequest<'a> {
     pub body: &'a Bytes,
     /// The `Authorization: Bearer` token, for the laravel-echo-server API.
     pub bearer: Option<&'a str>,
+    /// Per-app request rates (`max_api_rate`), counted once a request is
+    /// authenticated so that strangers cannot use up an app's budget.
+    pub app_rate: Option<&'a crate::limits::RateLimiter<String>>,
 }
 
 /// Routes and answers an `/apps/...` request.
@@ -114,6 +117,18 @@ pub async fn handle(node: &Node, req: &ApiRequest<'_>) -> ApiResult {
     if let Err(e) = signature::verify(&hub.app, req.method, req.path, &params, req.body, now) {
         hub.stats.error("api_unauthorized");
         return Err(e);
+    }
+    if let Some(rate) = req.app_rate
+        && !rate.check(&hub.app.id, hub.app.max_api_rate)
+    {
+        hub.stats.error("api_rate_limited");
+        return Err(ApiError::new(
+            429,
+            format!(
+                "app {} is over its API rate (at most {} requests per second); slow down",
+                hub.app.id, hub.app.max_api_rate
+            ),
+        ));
     }
     let param = |name: &str| {
         params

@@ -91,6 +91,12 @@ impl SocketIoFrontend {
             .req_path("/socket.io")
             .max_payload(config.max_message_bytes as u64)
             .ws_max_message_size(config.max_message_bytes)
+            // An abandoned polling session (a tab closed mid-poll) is
+            // dropped once no ping arrived for interval + timeout (45 s),
+            // and at most 128 packets wait for a poll that never comes.
+            .ping_interval(std::time::Duration::from_secs(25))
+            .ping_timeout(std::time::Duration::from_secs(20))
+            .max_buffer_size(128)
             .build();
         EngineIoService::with_config(Arc::new(frontend), engine)
     }

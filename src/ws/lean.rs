@@ -337,6 +337,11 @@ impl Codec {
                 return Err(Step::Closed);
             }
             OP_PING => {
+                // A client that floods pings and never reads is bounded by
+                // the session: it flushes these pongs before reading more,
+                // so the flood stalls on TCP backpressure and is closed
+                // after `write_timeout` (at most one read burst, 256 KiB,
+                // of pongs is held meanwhile).
                 if !self.close_sent {
                     push_frame(&mut self.out, OP_PONG, payload);
                 }
@@ -494,6 +499,9 @@ pub struct LeanSocket {
     unread: bool,
     eof: bool,
     codec: Codec,
+    /// The per-IP connection slot, held as long as the socket (boxed: one
+    /// pointer on every idle connection, and none when the limit is off).
+    _slot: Option<Box<crate::limits::ConnectionGuard>>,
 }
 
 impl LeanSocket {
@@ -506,12 +514,24 @@ impl LeanSocket {
             unread: !read_ahead.is_empty(),
             eof: false,
             codec: Codec::new(max_message),
+            _slot: None,
         }
     }
 
     /// Takes the TCP stream back from hyper's upgrade (with the bytes it
     /// read ahead). Fails if the connection is not a plain `TcpStream`.
+    /// The stream may carry its per-IP connection slot
+    /// ([`crate::limits::Guarded`]), which the socket then keeps.
     pub fn from_upgraded(upgraded: Upgraded, max_message: usize) -> Result<Self, Upgraded> {
+        let upgraded = match upgraded.downcast::<TokioIo<crate::limits::Guarded<TcpStream>>>() {
+            Ok(parts) => {
+                let guarded = parts.io.into_inner();
+                let mut socket = LeanSocket::new(guarded.io, &parts.read_buf, max_message);
+                socket._slot = guarded.guard.map(Box::new);
+                return Ok(socket);
+            }
+            Err(upgraded) => upgraded,
+        };
         let parts = upgraded.downcast::<TokioIo<TcpStream>>()?;
         Ok(LeanSocket::new(
             parts.io.into_inner(),
