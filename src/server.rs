@@ -297,20 +297,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     Ok(match (req.method(), path) {
         (&Method::GET, "/") => respond(StatusCode::OK, "text/plain", "OK"),
         (&Method::GET, "/up") => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
-        (&Method::GET, "/ready") => {
-            let adapter = state.node.adapter();
-            let redis_ok = state.node.hubs().iter().all(|h| h.stats.ingress_healthy());
-            let (status, text) = match (ready, adapter.healthy(), redis_ok) {
-                (false, _, _) => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-                (true, false, _) => (StatusCode::SERVICE_UNAVAILABLE, "adapter_unavailable"),
-                (true, true, false) => (StatusCode::SERVICE_UNAVAILABLE, "redis_unavailable"),
-                (true, true, true) => (StatusCode::OK, "ready"),
-            };
-            json(
-                status,
-                &serde_json::json!({ "status": text, "adapter": adapter.name() }),
-            )
-        }
+        (&Method::GET, "/ready") => readiness(&state.node, ready),
         (&Method::GET, "/metrics") => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -319,6 +306,46 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         (_, p) if p.starts_with("/apps/") || p.starts_with("/users/") => api(&state, req).await,
         _ => json_error(StatusCode::NOT_FOUND, "not found"),
     })
+}
+
+/// `/ready`: whether *this node* can serve its clients. A shared Redis
+/// (cluster adapter or Laravel ingestion) going away must not fail every
+/// node's readiness at once — the load balancer would then drop the whole
+/// fleet while each node still serves its own clients perfectly well. So
+/// dependencies are reported in the body (and in `/metrics`) for alerting,
+/// and only shutting down answers 503.
+fn readiness(node: &crate::core::node::Node, ready: bool) -> Response<Body> {
+    let adapter = node.adapter();
+    let adapter_healthy = adapter.healthy();
+    let ingestion: serde_json::Map<String, serde_json::Value> = node
+        .hubs()
+        .iter()
+        .filter(|h| h.app.redis_url.is_some())
+        .map(|h| {
+            let state = if h.stats.ingress_connected() {
+                "connected"
+            } else {
+                "unavailable"
+            };
+            (h.app.id.clone(), state.into())
+        })
+        .collect();
+    let ingestion_ok = ingestion.values().all(|v| v == "connected");
+    let (status, text) = if ready {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+    };
+    json(
+        status,
+        &serde_json::json!({
+            "status": text,
+            "degraded": !(adapter_healthy && ingestion_ok),
+            "adapter": adapter.name(),
+            "adapter_healthy": adapter_healthy,
+            "redis_ingestion": ingestion,
+        }),
+    )
 }
 
 /// Hands a `/socket.io/` request to engineioxide, answering CORS the way
