@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::adapter::redis::{ClusterSettings, RedisAdapter};
 use crate::config::{Config, ServerConfig};
 use crate::core::adapter::{Adapter, LocalAdapter};
-use crate::core::hub::Hub;
+use crate::core::hub::{ConnectionSlot, Hub};
 use crate::core::node::Node;
 use crate::http_api::{self, ApiRequest};
 use crate::pusher::{protocol as pusher_wire, session};
@@ -492,7 +492,7 @@ fn refusal(
     state: &State,
     hub: Option<&Arc<Hub>>,
     origin: Option<&str>,
-) -> Result<(), (u16, String)> {
+) -> Result<ConnectionSlot, (u16, String)> {
     let Some(hub) = hub else {
         return Err((4001, "application does not exist: check the app key".into()));
     };
@@ -509,11 +509,10 @@ fn refusal(
             ),
         ));
     }
-    if !hub.try_connect() {
+    hub.try_connect().ok_or_else(|| {
         hub.stats.error("over_connection_quota");
-        return Err((4004, "application is over its connection quota".into()));
-    }
-    Ok(())
+        (4004, "application is over its connection quota".into())
+    })
 }
 
 fn pusher_upgrade(state: &Arc<State>, mut req: Request<Incoming>, key: &str) -> Response<Body> {
@@ -541,9 +540,6 @@ fn pusher_upgrade(state: &Arc<State>, mut req: Request<Incoming>, key: &str) -> 
             Ok(u) => u,
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade failed");
-                if let (Some(hub), Ok(())) = (&hub, &verdict) {
-                    hub.disconnect();
-                }
                 return;
             }
         };
@@ -553,14 +549,13 @@ fn pusher_upgrade(state: &Arc<State>, mut req: Request<Incoming>, key: &str) -> 
                 Err(_) => {
                     // The listener only accepts TCP streams; nothing else to serve.
                     tracing::warn!("upgraded connection is not a TCP stream");
-                    if let (Some(hub), Ok(())) = (&hub, &verdict) {
-                        hub.disconnect();
-                    }
                     return;
                 }
             };
         match (verdict, hub) {
-            (Ok(()), Some(hub)) => {
+            (Ok(slot), Some(hub)) => {
+                // Held until the session ends, however it ends.
+                let _slot = slot;
                 session::run(
                     socket,
                     state.node.clone(),
@@ -581,7 +576,7 @@ fn pusher_upgrade(state: &Arc<State>, mut req: Request<Incoming>, key: &str) -> 
                 }
             }
             // `refusal` never accepts without a hub.
-            (Ok(()), None) => {}
+            (Ok(_), None) => {}
         }
     });
     handshake.response

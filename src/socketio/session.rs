@@ -26,7 +26,7 @@ use crate::config::ServerConfig;
 use crate::core::channel::{ChannelKind, ChannelSpec};
 use crate::core::connection::{Connection, SocketId};
 use crate::core::event::{Event, EventKind, RawJson};
-use crate::core::hub::{Hub, JoinError};
+use crate::core::hub::{ConnectionSlot, Hub, JoinError};
 use crate::core::node::Node;
 use crate::core::rules::{self, RateLimit};
 
@@ -65,6 +65,9 @@ struct Session {
     pending: HashSet<Box<str>>,
     rate: RateLimit,
     cookie: Option<Arc<str>>,
+    /// The connection's place in the app's quota, released when the
+    /// session is dropped (on disconnect, or with the socket otherwise).
+    _slot: ConnectionSlot,
 }
 
 type Sock = Arc<Socket<SocketState>>;
@@ -104,11 +107,11 @@ impl SocketIoFrontend {
     }
 
     fn open(self: &Arc<Self>, socket: &Sock) {
-        if !self.hub.try_connect() {
+        let Some(slot) = self.hub.try_connect() else {
             self.hub.stats.error("over_connection_quota");
             socket.close(DisconnectReason::ClosingServer);
             return;
-        }
+        };
         let conn = Connection::with_id(
             SocketId::from_raw(socket.id.as_str()),
             &SOCKETIO_WIRE,
@@ -126,6 +129,7 @@ impl SocketIoFrontend {
             pending: HashSet::new(),
             rate: RateLimit::default(),
             cookie,
+            _slot: slot,
         });
         // The pump: core outbox → engine socket, until either side closes.
         let (socket, shutdown) = (socket.clone(), self.shutdown.clone());
@@ -412,7 +416,7 @@ impl EngineIoHandler for SocketIoFrontend {
             self.leave(&session.conn, &sub, &[]);
         }
         session.conn.terminate(1000, "disconnected");
-        self.hub.disconnect();
+        // Dropping `session` releases its connection slot.
     }
 
     fn on_message(self: &Arc<Self>, msg: Str, socket: Sock) {
