@@ -154,23 +154,26 @@ impl Server {
     /// (clients reconnect elsewhere) and waits up to `shutdown_grace`.
     pub async fn run(self, stop: impl Future<Output = ()>) {
         let state = self.state;
-        let sweeper = {
-            let node = state.node.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(60));
-                loop {
-                    tick.tick().await;
-                    node.hubs().iter().for_each(|h| h.sweep_cache());
-                }
-            })
-        };
-        let ingress: Vec<_> = state
+        // Background tasks are the node's: tracked, cancelled and awaited
+        // (bounded) at the end of shutdown.
+        let node = state.node.clone();
+        state.node.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                node.hubs().iter().for_each(|h| h.sweep_cache());
+            }
+        });
+        for hub in state
             .node
             .hubs()
             .iter()
-            .filter(|hub| hub.app.redis_url.is_some())
-            .map(|hub| tokio::spawn(crate::ingress::redis::run(hub.clone())))
-            .collect();
+            .filter(|h| h.app.redis_url.is_some())
+        {
+            state
+                .node
+                .spawn(crate::ingress::redis::run(state.node.clone(), hub.clone()));
+        }
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -213,9 +216,13 @@ impl Server {
                 "grace period over; exiting anyway"
             );
         }
+        // Leaves the cluster (its writer task still runs), then stops the
+        // lanes, sweeper, ingestion and adapter tasks.
         state.node.adapter().shutdown().await;
-        sweeper.abort();
-        ingress.iter().for_each(|task| task.abort());
+        let left = state.node.stop_tasks(Duration::from_secs(2)).await;
+        if left > 0 {
+            tracing::warn!(left, "background tasks did not stop in time");
+        }
     }
 }
 
