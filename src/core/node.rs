@@ -58,6 +58,9 @@ struct Lanes {
 /// instead of an unbounded queue).
 const LANE_CAPACITY: usize = 8192;
 
+/// How long a lane fans out before it lets other tasks on its worker run.
+const YIELD_AFTER: std::time::Duration = std::time::Duration::from_micros(500);
+
 impl Node {
     /// Builds the hubs. Duplicate ids or keys are refused by config
     /// validation before this is called.
@@ -153,8 +156,17 @@ impl Node {
                 let mut batch = Vec::with_capacity(64);
                 while rx.recv_many(&mut batch, 64).await > 0 {
                     let Some(node) = node.upgrade() else { return };
+                    let mut since_yield = std::time::Instant::now();
                     for item in batch.drain(..) {
                         node.run_item(item);
+                        // A big channel's fan-outs are long and never wait:
+                        // give the worker back now and then, or the tasks
+                        // queued behind this one on it (the ingestion loop,
+                        // another lane, a socket) stall until the batch ends.
+                        if since_yield.elapsed() > YIELD_AFTER {
+                            tokio::task::yield_now().await;
+                            since_yield = std::time::Instant::now();
+                        }
                     }
                 }
             });
@@ -175,13 +187,20 @@ impl Node {
         }
     }
 
+    /// The lane `channel`'s events go through (`None` before the lanes are
+    /// started). For tests and diagnostics.
+    pub fn lane_of(&self, channel: &str) -> Option<usize> {
+        let lanes = self.lanes.get()?;
+        Some((lanes.hasher.hash_one(channel) as usize) % lanes.senders.len())
+    }
+
     /// Queues `item` on its channel's lane; waits only while the lane is
     /// full. Without lanes (or once they are gone) it runs inline.
     async fn enqueue(&self, item: LaneItem) {
         let Some(lanes) = self.lanes.get() else {
             return self.run_item(item);
         };
-        let lane = (lanes.hasher.hash_one(item.channel()) as usize) % lanes.senders.len();
+        let lane = self.lane_of(item.channel()).unwrap_or(0);
         if let Err(mpsc::error::SendError(item)) = lanes.senders[lane].send(item).await {
             // The lane task is gone (shutting down): deliver inline.
             self.run_item(item);
