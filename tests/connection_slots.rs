@@ -61,11 +61,7 @@ async fn a_panicking_custom_handler_gives_its_slot_back() {
     loop {
         match next(&mut first).await {
             Some(m) if m.is_close() => {
-                assert_eq!(
-                    m.as_close().map(|(c, _)| u16::from(c)),
-                    Some(1011),
-                    "{m:?}"
-                );
+                assert_eq!(m.as_close().map(|(c, _)| u16::from(c)), Some(1011), "{m:?}");
                 break;
             }
             Some(_) => continue,
@@ -93,13 +89,21 @@ async fn every_kind_of_connection_returns_its_slot() {
 
     // Pusher: established, subscribed, then closed by the client.
     let mut pusher = connect(server.addr, "/app/resonance-key").await;
-    assert!(next_text(&mut pusher).await.contains("connection_established"));
+    assert!(
+        next_text(&mut pusher)
+            .await
+            .contains("connection_established")
+    );
     send_text(
         &mut pusher,
         r#"{"event":"pusher:subscribe","data":{"channel":"slots"}}"#,
     )
     .await;
-    assert!(next_text(&mut pusher).await.contains("subscription_succeeded"));
+    assert!(
+        next_text(&mut pusher)
+            .await
+            .contains("subscription_succeeded")
+    );
     count_reaches(&hub, 1, "Pusher open").await;
     pusher.close().await.expect("close");
     drop(pusher);
@@ -107,7 +111,11 @@ async fn every_kind_of_connection_returns_its_slot() {
 
     // Pusher: the TCP connection dropped without a close frame.
     let mut pusher = connect(server.addr, "/app/resonance-key").await;
-    assert!(next_text(&mut pusher).await.contains("connection_established"));
+    assert!(
+        next_text(&mut pusher)
+            .await
+            .contains("connection_established")
+    );
     count_reaches(&hub, 1, "Pusher open again").await;
     drop(pusher);
     count_reaches(&hub, 0, "Pusher dropped").await;
@@ -116,7 +124,10 @@ async fn every_kind_of_connection_returns_its_slot() {
     let mut sio = connect(server.addr, "/socket.io/?EIO=4&transport=websocket").await;
     assert!(next_text(&mut sio).await.starts_with('0'), "engine.io open");
     send_text(&mut sio, "40").await;
-    assert!(next_text(&mut sio).await.starts_with("40"), "namespace connect");
+    assert!(
+        next_text(&mut sio).await.starts_with("40"),
+        "namespace connect"
+    );
     send_text(&mut sio, r#"42["subscribe",{"channel":"slots"}]"#).await;
     count_reaches(&hub, 1, "Socket.IO open").await;
     sio.close().await.expect("close");
