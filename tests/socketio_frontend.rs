@@ -297,7 +297,7 @@ async fn polling_transport_subscribes_and_receives() {
         assert_eq!(status, 200, "{got:?}");
         let got = packets(&got);
         // Engine.IO pings may come first: answer them and poll again.
-        if got.iter().any(|p| *p == "2") {
+        if got.contains(&"2") {
             assert_eq!(poll(addr, "POST", &q, "3").await.0, 200);
         }
         if got.iter().any(|p| *p == want) {

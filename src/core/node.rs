@@ -32,7 +32,7 @@ pub struct Node {
 /// What a lane does with an event.
 enum LaneItem {
     /// Entered on this node: through the adapter (this node and the others).
-    Publish(Arc<Hub>, Event),
+    Publish(Arc<Hub>, Arc<Event>),
     /// Came from elsewhere (another node, Laravel's Redis that every node
     /// consumes itself): this node's subscribers only, never re-published.
     Local(Arc<Hub>, Arc<Event>),
@@ -180,7 +180,7 @@ impl Node {
 
     fn run_item(&self, item: LaneItem) {
         match item {
-            LaneItem::Publish(hub, event) => self.publish(&hub, event),
+            LaneItem::Publish(hub, event) => self.adapter.publish(&hub, event),
             LaneItem::Local(hub, event) => {
                 hub.publish(&event);
             }
@@ -211,7 +211,8 @@ impl Node {
     /// channel's lane (in order) and fanned out by the lane's task. Waits
     /// only while the lane is full. Without lanes it publishes inline.
     pub async fn publish_queued(&self, hub: &Arc<Hub>, event: Event) {
-        self.enqueue(LaneItem::Publish(hub.clone(), event)).await;
+        self.enqueue(LaneItem::Publish(hub.clone(), Arc::new(event)))
+            .await;
     }
 
     /// Delivers an event that came from elsewhere (another node, Laravel's
