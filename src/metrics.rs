@@ -112,7 +112,7 @@ pub fn render(node: &Node, ready: bool) -> String {
     }
     let _ = writeln!(
         out,
-        "# HELP resonance_ready Whether the node accepts connections (0 while shutting down).\n# TYPE resonance_ready gauge\nresonance_ready {}",
+        "# HELP resonance_ready Whether the node accepts connections (0 only while shutting down; a Redis outage shows in resonance_redis_connected and resonance_adapter_healthy instead).\n# TYPE resonance_ready gauge\nresonance_ready {}",
         u8::from(ready)
     );
     let _ = writeln!(

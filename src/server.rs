@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::adapter::redis::{ClusterSettings, RedisAdapter};
 use crate::config::{Config, ServerConfig};
 use crate::core::adapter::{Adapter, LocalAdapter};
-use crate::core::hub::Hub;
+use crate::core::hub::{ConnectionSlot, Hub};
 use crate::core::node::Node;
 use crate::http_api::{self, ApiRequest};
 use crate::limits::{ConnectionLimiter, Guarded, RateLimiter};
@@ -185,29 +185,34 @@ impl Server {
     /// (clients reconnect elsewhere) and waits up to `shutdown_grace`.
     pub async fn run(self, stop: impl Future<Output = ()>) {
         let state = self.state;
-        let sweeper = {
-            let node = state.node.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(60));
-                loop {
-                    tick.tick().await;
-                    node.hubs().iter().for_each(|h| h.sweep_cache());
-                }
-            })
-        };
-        let ingress: Vec<_> = state
+        // Background tasks are the node's: tracked, cancelled and awaited
+        // (bounded) at the end of shutdown.
+        let node = state.node.clone();
+        state.node.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                node.hubs().iter().for_each(|h| h.sweep_cache());
+            }
+        });
+        for hub in state
             .node
             .hubs()
             .iter()
-            .filter(|hub| hub.app.redis_url.is_some())
-            .map(|hub| tokio::spawn(crate::ingress::redis::run(hub.clone())))
-            .collect();
-        let metrics_task = self.metrics_listener.map(|l| {
+            .filter(|h| h.app.redis_url.is_some())
+        {
+            state
+                .node
+                .spawn(crate::ingress::redis::run(state.node.clone(), hub.clone()));
+        }
+        if let Some(listener) = self.metrics_listener {
             let (node, config) = (state.node.clone(), state.config.clone());
-            let state = state.clone();
-            let ready = move || state.ready.load(Ordering::SeqCst);
-            tokio::spawn(metrics::serve(l, node, config, ready))
-        });
+            let ready_state = state.clone();
+            let ready = move || ready_state.ready.load(Ordering::SeqCst);
+            state
+                .node
+                .spawn(metrics::serve(listener, node, config, ready));
+        }
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -240,12 +245,13 @@ impl Server {
                 "grace period over; exiting anyway"
             );
         }
+        // Leaves the cluster (its writer task still runs), then stops the
+        // lanes, sweeper, ingestion and adapter tasks.
         state.node.adapter().shutdown().await;
-        sweeper.abort();
-        if let Some(task) = metrics_task {
-            task.abort();
+        let left = state.node.stop_tasks(Duration::from_secs(2)).await;
+        if left > 0 {
+            tracing::warn!(left, "background tasks did not stop in time");
         }
-        ingress.iter().for_each(|task| task.abort());
     }
 }
 
@@ -383,20 +389,7 @@ async fn handle(
     Ok(match (req.method(), path) {
         (&Method::GET, "/") => respond(StatusCode::OK, "text/plain", "OK"),
         (&Method::GET, "/up") => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
-        (&Method::GET, "/ready") => {
-            let adapter = state.node.adapter();
-            let redis_ok = state.node.hubs().iter().all(|h| h.stats.ingress_healthy());
-            let (status, text) = match (ready, adapter.healthy(), redis_ok) {
-                (false, _, _) => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-                (true, false, _) => (StatusCode::SERVICE_UNAVAILABLE, "adapter_unavailable"),
-                (true, true, false) => (StatusCode::SERVICE_UNAVAILABLE, "redis_unavailable"),
-                (true, true, true) => (StatusCode::OK, "ready"),
-            };
-            json(
-                status,
-                &serde_json::json!({ "status": text, "adapter": adapter.name() }),
-            )
-        }
+        (&Method::GET, "/ready") => readiness(&state.node, ready),
         (&Method::GET, "/metrics") => metrics_endpoint(&state, &req, false),
         (_, p) if p.starts_with("/apps/") || p.starts_with("/users/") => {
             if !state.api_ip_rate.check(&peer, state.config.api_rate_per_ip) {
@@ -422,6 +415,46 @@ fn metrics_endpoint(state: &State, req: &Request<Incoming>, dedicated: bool) -> 
         &state.config,
         req,
         dedicated,
+    )
+}
+
+/// `/ready`: whether *this node* can serve its clients. A shared Redis
+/// (cluster adapter or Laravel ingestion) going away must not fail every
+/// node's readiness at once — the load balancer would then drop the whole
+/// fleet while each node still serves its own clients perfectly well. So
+/// dependencies are reported in the body (and in `/metrics`) for alerting,
+/// and only shutting down answers 503.
+fn readiness(node: &crate::core::node::Node, ready: bool) -> Response<Body> {
+    let adapter = node.adapter();
+    let adapter_healthy = adapter.healthy();
+    let ingestion: serde_json::Map<String, serde_json::Value> = node
+        .hubs()
+        .iter()
+        .filter(|h| h.app.redis_url.is_some())
+        .map(|h| {
+            let state = if h.stats.ingress_connected() {
+                "connected"
+            } else {
+                "unavailable"
+            };
+            (h.app.id.clone(), state.into())
+        })
+        .collect();
+    let ingestion_ok = ingestion.values().all(|v| v == "connected");
+    let (status, text) = if ready {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+    };
+    json(
+        status,
+        &serde_json::json!({
+            "status": text,
+            "degraded": !(adapter_healthy && ingestion_ok),
+            "adapter": adapter.name(),
+            "adapter_healthy": adapter_healthy,
+            "redis_ingestion": ingestion,
+        }),
     )
 }
 
@@ -570,7 +603,7 @@ fn refusal(
     state: &State,
     hub: Option<&Arc<Hub>>,
     origin: Option<&str>,
-) -> Result<(), (u16, String)> {
+) -> Result<ConnectionSlot, (u16, String)> {
     let Some(hub) = hub else {
         return Err((4001, "application does not exist: check the app key".into()));
     };
@@ -587,11 +620,10 @@ fn refusal(
             ),
         ));
     }
-    if !hub.try_connect() {
+    hub.try_connect().ok_or_else(|| {
         hub.stats.error("over_connection_quota");
-        return Err((4004, "application is over its connection quota".into()));
-    }
-    Ok(())
+        (4004, "application is over its connection quota".into())
+    })
 }
 
 fn pusher_upgrade(state: &Arc<State>, mut req: Request<Incoming>, key: &str) -> Response<Body> {
@@ -619,9 +651,6 @@ fn pusher_upgrade(state: &Arc<State>, mut req: Request<Incoming>, key: &str) -> 
             Ok(u) => u,
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade failed");
-                if let (Some(hub), Ok(())) = (&hub, &verdict) {
-                    hub.disconnect();
-                }
                 return;
             }
         };
@@ -631,14 +660,13 @@ fn pusher_upgrade(state: &Arc<State>, mut req: Request<Incoming>, key: &str) -> 
                 Err(_) => {
                     // The listener only accepts TCP streams; nothing else to serve.
                     tracing::warn!("upgraded connection is not a TCP stream");
-                    if let (Some(hub), Ok(())) = (&hub, &verdict) {
-                        hub.disconnect();
-                    }
                     return;
                 }
             };
         match (verdict, hub) {
-            (Ok(()), Some(hub)) => {
+            (Ok(slot), Some(hub)) => {
+                // Held until the session ends, however it ends.
+                let _slot = slot;
                 session::run(
                     socket,
                     state.node.clone(),
@@ -659,7 +687,7 @@ fn pusher_upgrade(state: &Arc<State>, mut req: Request<Incoming>, key: &str) -> 
                 }
             }
             // `refusal` never accepts without a hub.
-            (Ok(()), None) => {}
+            (Ok(_), None) => {}
         }
     });
     handshake.response

@@ -74,6 +74,34 @@ pub struct ChannelSummary {
     pub user_count: Option<usize>,
 }
 
+/// One connection's place in its app's quota (see [`Hub::try_connect`]);
+/// dropping it releases the place.
+#[must_use = "the connection slot is released as soon as this is dropped"]
+pub struct ConnectionSlot {
+    hub: Arc<Hub>,
+}
+
+impl ConnectionSlot {
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+}
+
+impl std::fmt::Debug for ConnectionSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionSlot")
+            .field("app", &self.hub.app.id)
+            .finish()
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.hub.connections.fetch_sub(1, Ordering::AcqRel);
+        self.hub.stats.disconnected();
+    }
+}
+
 /// One app's state on this node.
 pub struct Hub {
     pub app: AppConfig,
@@ -106,21 +134,18 @@ impl Hub {
         &self.shards[(self.hasher.hash_one(channel) as usize) % SHARDS]
     }
 
-    /// Counts a new connection against the app's quota.
-    pub fn try_connect(&self) -> bool {
+    /// Counts a new connection against the app's quota. The slot is given
+    /// back when the returned guard drops — on every path, a panicking
+    /// session included — so no front-end pairs the two by hand.
+    pub fn try_connect(self: &Arc<Self>) -> Option<ConnectionSlot> {
         let max = self.app.max_connections;
         let before = self.connections.fetch_add(1, Ordering::AcqRel);
         if max > 0 && before >= max {
             self.connections.fetch_sub(1, Ordering::AcqRel);
-            return false;
+            return None;
         }
         self.stats.connected();
-        true
-    }
-
-    pub fn disconnect(&self) {
-        self.connections.fetch_sub(1, Ordering::AcqRel);
-        self.stats.disconnected();
+        Some(ConnectionSlot { hub: self.clone() })
     }
 
     pub fn connection_count(&self) -> u64 {
@@ -670,16 +695,29 @@ mod tests {
 
     #[test]
     fn connection_quota() {
-        let hub = Hub::new(
+        let hub = Arc::new(Hub::new(
             AppConfig {
                 max_connections: 1,
                 ..AppConfig::default()
             },
             Arc::new(crate::core::adapter::LocalAdapter),
-        );
-        assert!(hub.try_connect());
-        assert!(!hub.try_connect());
-        hub.disconnect();
-        assert!(hub.try_connect());
+        ));
+        let slot = hub.try_connect();
+        assert!(slot.is_some());
+        assert!(hub.try_connect().is_none());
+        assert_eq!(hub.connection_count(), 1);
+        drop(slot);
+        assert_eq!(hub.connection_count(), 0);
+        assert_eq!(hub.stats.connections.load(Ordering::Relaxed), 0);
+        // A panicking holder gives its slot back while unwinding.
+        let held = hub.clone();
+        let panicked = std::thread::spawn(move || {
+            let _slot = held.try_connect();
+            panic!("session panicked");
+        })
+        .join();
+        assert!(panicked.is_err());
+        assert_eq!(hub.connection_count(), 0);
+        assert!(hub.try_connect().is_some());
     }
 }

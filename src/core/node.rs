@@ -6,6 +6,8 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock, Weak};
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::adapter::Adapter;
 use super::app::AppConfig;
@@ -21,18 +23,43 @@ pub struct Node {
     /// Ordered fan-out lanes for requests that must not wait on a fan-out
     /// (see [`Node::publish_queued`]); started by the server.
     lanes: OnceLock<Lanes>,
+    /// Background tasks (lanes, sweeper, ingestion, adapter tasks): spawned
+    /// through [`Node::spawn`], cancelled and awaited by [`Node::stop_tasks`].
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+/// What a lane does with an event.
+enum LaneItem {
+    /// Entered on this node: through the adapter (this node and the others).
+    Publish(Arc<Hub>, Arc<Event>),
+    /// Came from elsewhere (another node, Laravel's Redis that every node
+    /// consumes itself): this node's subscribers only, never re-published.
+    Local(Arc<Hub>, Arc<Event>),
+}
+
+impl LaneItem {
+    fn channel(&self) -> &str {
+        match self {
+            LaneItem::Publish(_, e) => &e.channel,
+            LaneItem::Local(_, e) => &e.channel,
+        }
+    }
 }
 
 /// Fan-out lanes: a channel always maps to the same lane, so its events
 /// keep their order, while different channels fan out in parallel.
 struct Lanes {
-    senders: Vec<mpsc::Sender<(Arc<Hub>, Event)>>,
+    senders: Vec<mpsc::Sender<LaneItem>>,
     hasher: std::collections::hash_map::RandomState,
 }
 
 /// Events a lane may hold before a publisher has to wait (backpressure
 /// instead of an unbounded queue).
 const LANE_CAPACITY: usize = 8192;
+
+/// How long a lane fans out before it lets other tasks on its worker run.
+const YIELD_AFTER: std::time::Duration = std::time::Duration::from_micros(500);
 
 impl Node {
     /// Builds the hubs. Duplicate ids or keys are refused by config
@@ -59,6 +86,8 @@ impl Node {
             by_key,
             adapter,
             lanes: OnceLock::new(),
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
         });
         node.adapter.attach(Arc::downgrade(&node));
         node
@@ -85,19 +114,59 @@ impl Node {
         self.adapter.publish(hub, Arc::new(event));
     }
 
+    /// Spawns a background task that lives until [`Node::stop_tasks`]:
+    /// tracked, and dropped at its next await once stopping begins.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = task => {}
+            }
+        });
+    }
+
+    /// Background tasks still running.
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Cancels every background task and waits for them, at most `grace`.
+    /// Returns how many were still running when the wait gave up.
+    pub async fn stop_tasks(&self, grace: std::time::Duration) -> usize {
+        self.stop.cancel();
+        self.tasks.close();
+        match tokio::time::timeout(grace, self.tasks.wait()).await {
+            Ok(()) => 0,
+            Err(_) => self.tasks.len(),
+        }
+    }
+
     /// Starts `count` fan-out lanes (one task each). Call once, inside the
     /// runtime.
     pub fn start_lanes(self: &Arc<Self>, count: usize) {
         let mut senders = Vec::with_capacity(count);
         for _ in 0..count.max(1) {
-            let (tx, mut rx) = mpsc::channel::<(Arc<Hub>, Event)>(LANE_CAPACITY);
+            let (tx, mut rx) = mpsc::channel::<LaneItem>(LANE_CAPACITY);
             let node: Weak<Node> = Arc::downgrade(self);
-            tokio::spawn(async move {
+            self.spawn(async move {
                 let mut batch = Vec::with_capacity(64);
                 while rx.recv_many(&mut batch, 64).await > 0 {
                     let Some(node) = node.upgrade() else { return };
-                    for (hub, event) in batch.drain(..) {
-                        node.publish(&hub, event);
+                    let mut since_yield = std::time::Instant::now();
+                    for item in batch.drain(..) {
+                        node.run_item(item);
+                        // A big channel's fan-outs are long and never wait:
+                        // give the worker back now and then, or the tasks
+                        // queued behind this one on it (the ingestion loop,
+                        // another lane, a socket) stall until the batch ends.
+                        if since_yield.elapsed() > YIELD_AFTER {
+                            tokio::task::yield_now().await;
+                            since_yield = std::time::Instant::now();
+                        }
                     }
                 }
             });
@@ -109,19 +178,48 @@ impl Node {
         });
     }
 
+    fn run_item(&self, item: LaneItem) {
+        match item {
+            LaneItem::Publish(hub, event) => self.adapter.publish(&hub, event),
+            LaneItem::Local(hub, event) => {
+                hub.publish(&event);
+            }
+        }
+    }
+
+    /// The lane `channel`'s events go through (`None` before the lanes are
+    /// started). For tests and diagnostics.
+    pub fn lane_of(&self, channel: &str) -> Option<usize> {
+        let lanes = self.lanes.get()?;
+        Some((lanes.hasher.hash_one(channel) as usize) % lanes.senders.len())
+    }
+
+    /// Queues `item` on its channel's lane; waits only while the lane is
+    /// full. Without lanes (or once they are gone) it runs inline.
+    async fn enqueue(&self, item: LaneItem) {
+        let Some(lanes) = self.lanes.get() else {
+            return self.run_item(item);
+        };
+        let lane = self.lane_of(item.channel()).unwrap_or(0);
+        if let Err(mpsc::error::SendError(item)) = lanes.senders[lane].send(item).await {
+            // The lane task is gone (shutting down): deliver inline.
+            self.run_item(item);
+        }
+    }
+
     /// Publishes without waiting for the fan-out: the event is queued on its
     /// channel's lane (in order) and fanned out by the lane's task. Waits
     /// only while the lane is full. Without lanes it publishes inline.
     pub async fn publish_queued(&self, hub: &Arc<Hub>, event: Event) {
-        let Some(lanes) = self.lanes.get() else {
-            return self.publish(hub, event);
-        };
-        let lane = (lanes.hasher.hash_one(&*event.channel) as usize) % lanes.senders.len();
-        if let Err(mpsc::error::SendError((hub, event))) =
-            lanes.senders[lane].send((hub.clone(), event)).await
-        {
-            // The lane task is gone (shutting down): deliver inline.
-            self.publish(&hub, event);
-        }
+        self.enqueue(LaneItem::Publish(hub.clone(), Arc::new(event)))
+            .await;
+    }
+
+    /// Delivers an event that came from elsewhere (another node, Laravel's
+    /// Redis) to this node's subscribers only, on its channel's lane: in
+    /// order with the channel's other events, without holding up the
+    /// caller's other channels behind a big fan-out.
+    pub async fn deliver_queued(&self, hub: &Arc<Hub>, event: Arc<Event>) {
+        self.enqueue(LaneItem::Local(hub.clone(), event)).await;
     }
 }

@@ -54,9 +54,9 @@ impl AppStats {
     pub fn set_ingress_connected(&self, connected: bool) {
         self.ingress.store(if connected { 1 } else { 2 }, Relaxed);
     }
-    /// False while a configured Redis ingestion is disconnected.
-    pub fn ingress_healthy(&self) -> bool {
-        self.ingress.load(Relaxed) != 2
+    /// True only while a configured Redis ingestion is connected.
+    pub fn ingress_connected(&self) -> bool {
+        self.ingress.load(Relaxed) == 1
     }
     /// Counts an error or refusal of the given kind (a short snake_case tag).
     pub fn error(&self, kind: &'static str) {

@@ -30,7 +30,7 @@ use super::wire::RAW_WIRE;
 use crate::config::ServerConfig;
 use crate::core::channel::ChannelSpec;
 use crate::core::connection::Connection;
-use crate::core::hub::Hub;
+use crate::core::hub::{ConnectionSlot, Hub};
 use crate::core::node::Node;
 use crate::ws;
 
@@ -289,19 +289,16 @@ impl Mount {
             .filter_map(|v| v.to_str().ok())
             .collect();
         let protocol = r.route.select_protocol(&offered).map(str::to_string);
-        if !hub.try_connect() {
+        let Some(slot) = hub.try_connect() else {
             hub.stats.error("over_connection_quota");
             return refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "application is over its connection quota".into(),
             );
-        }
+        };
         let handshake = match ws::handshake(&mut req, protocol.as_deref()) {
             Ok(h) => h,
-            Err(response) => {
-                hub.disconnect();
-                return *response;
-            }
+            Err(response) => return *response,
         };
         let session = Session {
             handler: r.route.handler.clone(),
@@ -320,6 +317,7 @@ impl Mount {
             outbox_limit: self.config.outbox_limit,
             write_timeout: Duration::from_secs(self.config.write_timeout),
             shutdown: self.shutdown.clone(),
+            slot,
         };
         let upgrade = handshake.upgrade;
         self.sessions.spawn(async move {
@@ -328,10 +326,7 @@ impl Mount {
                     let socket = ws::server_with(upgraded, session.max_message, session.frame_size);
                     session.run(socket).await;
                 }
-                Err(e) => {
-                    tracing::debug!(error = %e, "upgrade failed");
-                    session.hub.disconnect();
-                }
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
             }
         });
         handshake.response
@@ -353,10 +348,14 @@ struct Session {
     outbox_limit: usize,
     write_timeout: Duration,
     shutdown: CancellationToken,
+    /// The connection's place in the app's quota: released when the
+    /// session ends or unwinds.
+    slot: ConnectionSlot,
 }
 
 impl Session {
     async fn run(self, socket: ws::Socket) {
+        let _slot = self.slot;
         let core = Connection::new(&RAW_WIRE, self.outbox_limit);
         let registry = self.rooms.registry().clone();
         registry.insert(&core);
@@ -398,6 +397,5 @@ impl Session {
             self.hub.remove_user_connection(user, &core);
         }
         registry.remove(&core.socket_id);
-        self.hub.disconnect();
     }
 }

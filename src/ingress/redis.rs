@@ -20,6 +20,7 @@ use crate::core::channel::ChannelSpec;
 use crate::core::connection::SocketId;
 use crate::core::event::{Event, RawJson};
 use crate::core::hub::Hub;
+use crate::core::node::Node;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -79,8 +80,11 @@ impl WarnOnce {
     }
 }
 
-/// Runs the ingestion for `hub`'s app until the process ends.
-pub async fn run(hub: Arc<Hub>) {
+/// Runs the ingestion for `hub`'s app until the node stops its tasks.
+/// Events go to this node's subscribers through the node's ordered lanes:
+/// in order per channel, and a big channel's fan-out does not delay the
+/// messages behind it on other channels.
+pub async fn run(node: Arc<Node>, hub: Arc<Hub>) {
     let Some(url) = hub.app.redis_url.clone() else {
         return;
     };
@@ -111,9 +115,7 @@ pub async fn run(hub: Arc<Hub>) {
                     // Every node consumes Laravel's publishes itself, so the
                     // event goes to this node's clients only (no re-broadcast).
                     match parse_message(channel, msg.get_payload_bytes(), hub.app.max_event_bytes) {
-                        Ok(event) => {
-                            hub.publish(&Arc::new(event));
-                        }
+                        Ok(event) => node.deliver_queued(&hub, Arc::new(event)).await,
                         Err(problem) => {
                             hub.stats.error("redis_bad_message");
                             if prefix.is_empty()

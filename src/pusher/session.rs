@@ -90,7 +90,8 @@ fn next_auth(
     })
 }
 
-/// Runs a connection to completion. `hub.try_connect()` already succeeded.
+/// Runs a connection to completion. The caller holds the connection's
+/// `ConnectionSlot` (from `hub.try_connect()`) until this returns.
 pub async fn run(
     mut socket: LeanSocket,
     node: Arc<Node>,
@@ -575,7 +576,7 @@ impl Session {
         if let Some(user) = self.user.take() {
             self.hub.remove_user_connection(&user, &self.conn);
         }
-        self.hub.disconnect();
+        // The connection's quota slot is released by the caller's guard.
     }
 }
 

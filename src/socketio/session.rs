@@ -26,7 +26,7 @@ use crate::config::ServerConfig;
 use crate::core::channel::{ChannelKind, ChannelSpec};
 use crate::core::connection::{Connection, SocketId};
 use crate::core::event::{Event, EventKind, RawJson};
-use crate::core::hub::{Hub, JoinError};
+use crate::core::hub::{ConnectionSlot, Hub, JoinError};
 use crate::core::node::Node;
 use crate::core::rules::{self, RateLimit};
 
@@ -69,6 +69,9 @@ struct Session {
     in_flight: usize,
     rate: RateLimit,
     cookie: Option<Arc<str>>,
+    /// The connection's place in the app's quota, released when the
+    /// session is dropped (on disconnect, or with the socket otherwise).
+    _slot: ConnectionSlot,
 }
 
 type Sock = Arc<Socket<SocketState>>;
@@ -114,11 +117,11 @@ impl SocketIoFrontend {
     }
 
     fn open(self: &Arc<Self>, socket: &Sock) {
-        if !self.hub.try_connect() {
+        let Some(slot) = self.hub.try_connect() else {
             self.hub.stats.error("over_connection_quota");
             socket.close(DisconnectReason::ClosingServer);
             return;
-        }
+        };
         let conn = Connection::with_id(
             SocketId::from_raw(socket.id.as_str()),
             &SOCKETIO_WIRE,
@@ -137,6 +140,7 @@ impl SocketIoFrontend {
             in_flight: 0,
             rate: RateLimit::default(),
             cookie,
+            _slot: slot,
         });
         // The pump: core outbox → engine socket, until either side closes.
         let (socket, shutdown) = (socket.clone(), self.shutdown.clone());
@@ -437,7 +441,7 @@ impl EngineIoHandler for SocketIoFrontend {
             self.leave(&session.conn, &sub, &[]);
         }
         session.conn.terminate(1000, "disconnected");
-        self.hub.disconnect();
+        // Dropping `session` releases its connection slot.
     }
 
     fn on_message(self: &Arc<Self>, msg: Str, socket: Sock) {

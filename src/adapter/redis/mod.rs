@@ -145,6 +145,27 @@ impl RedisAdapter {
         self.node.get()?.upgrade()?.by_id(app).cloned()
     }
 
+    /// Delivers an event from the cluster to this node's subscribers only
+    /// (never re-published), on its channel's ordered lane, so a big
+    /// channel's fan-out does not hold up the messages behind it.
+    async fn deliver_local(&self, hub: &Arc<Hub>, event: Event) {
+        match self.node.get().and_then(Weak::upgrade) {
+            Some(node) => node.deliver_queued(hub, Arc::new(event)).await,
+            None => {
+                hub.publish(&Arc::new(event));
+            }
+        }
+    }
+
+    /// Spawns a background task tracked by the node (cancelled and awaited
+    /// at shutdown); untracked only if the node is already gone.
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        match self.node.get().and_then(Weak::upgrade) {
+            Some(node) => node.spawn(task),
+            None => drop(tokio::spawn(task)),
+        }
+    }
+
     fn send(&self, write: Write) {
         if self.writes.try_send(write).is_err() {
             tracing::warn!("cluster write queue is full; a cluster message was dropped");
@@ -171,28 +192,25 @@ impl RedisAdapter {
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))?
     }
 
-    /// Delivers presence changes to this node's clients.
-    fn deliver(&self, changes: Vec<Change>) {
+    /// Delivers presence changes to this node's clients (on the lanes, in
+    /// order with the channels' events).
+    async fn deliver(&self, changes: Vec<Change>) {
         for change in changes {
-            match change {
+            let (app, channel, kind) = match change {
                 Change::Added {
                     app,
                     channel,
                     member,
-                } => {
-                    if let Some(hub) = self.hub(&app) {
-                        hub.announce_member_added(&channel, member, None);
-                    }
-                }
+                } => (app, channel, EventKind::MemberAdded(member)),
                 Change::Removed {
                     app,
                     channel,
                     member,
-                } => {
-                    if let Some(hub) = self.hub(&app) {
-                        hub.announce_member_removed(&channel, member);
-                    }
-                }
+                } => (app, channel, EventKind::MemberRemoved(member)),
+            };
+            if let Some(hub) = self.hub(&app) {
+                self.deliver_local(&hub, Event::new(channel, kind, None))
+                    .await;
             }
         }
     }
@@ -247,7 +265,7 @@ impl RedisAdapter {
                         tracing::info!(node = %self.id, "cluster adapter connected and in sync");
                         let mut messages = pubsub.into_on_message();
                         while let Some(msg) = messages.next().await {
-                            self.on_message(msg.get_payload_bytes());
+                            self.on_message(msg.get_payload_bytes()).await;
                         }
                         tracing::warn!(
                             "cluster subscription lost; serving local clients, reconnecting"
@@ -325,13 +343,14 @@ impl RedisAdapter {
         // Nodes not (yet) back in the set get a fresh grace period; the
         // heartbeat drops them if they stay silent.
         let now = Instant::now();
-        let mut seen = self.last_seen.lock();
-        for node in self.replica_nodes().into_iter().chain(known) {
-            seen.insert(node, now);
+        {
+            let mut seen = self.last_seen.lock();
+            for node in self.replica_nodes().into_iter().chain(known) {
+                seen.insert(node, now);
+            }
         }
-        drop(seen);
         *self.alive.lock() = alive.into_iter().filter(|n| *n != self.id).collect();
-        self.deliver(changes);
+        self.deliver(changes).await;
         Ok(())
     }
 
@@ -412,7 +431,7 @@ impl RedisAdapter {
                     "cluster node stopped heartbeating; removing its presence members"
                 );
                 let changes = self.replica.lock().drop_node(&node);
-                self.deliver(changes);
+                self.deliver(changes).await;
             }
         }
         for node in dead.iter().filter(|n| **n != self.id) {
@@ -433,7 +452,12 @@ impl RedisAdapter {
         Ok(())
     }
 
-    fn on_message(&self, payload: &[u8]) {
+    /// Applies one cluster message. Events, raw frames and presence
+    /// announcements go to this node's clients through the channel's lane
+    /// (in order with each other); replica bookkeeping, terminations and
+    /// queries stay inline — they are cheap, and the replica must follow
+    /// the message stream's order exactly.
+    async fn on_message(&self, payload: &[u8]) {
         let msg: Message = match serde_json::from_slice(payload) {
             Ok(m) => m,
             Err(e) => return tracing::warn!(error = %e, "undecodable cluster message"),
@@ -459,7 +483,7 @@ impl RedisAdapter {
                     msg.x.map(|x| SocketId::from_raw(&x)),
                 );
                 let event = event.also_excluding(msg.xs.iter().map(|x| SocketId::from_raw(x)));
-                hub.publish(&Arc::new(event));
+                self.deliver_local(&hub, event).await;
             }
             RAW if !mine => {
                 use base64::Engine;
@@ -476,7 +500,7 @@ impl RedisAdapter {
                 };
                 let event = Event::new(channel, kind, msg.x.map(|x| SocketId::from_raw(&x)))
                     .also_excluding(msg.xs.iter().map(|x| SocketId::from_raw(x)));
-                hub.publish(&Arc::new(event));
+                self.deliver_local(&hub, event).await;
             }
             JOIN => {
                 let (Some(channel), Some(member)) = (msg.c.as_deref(), message::member_of(&msg))
@@ -494,11 +518,9 @@ impl RedisAdapter {
                     && !returned
                     && let Some(hub) = self.hub(&msg.a)
                 {
-                    hub.announce_member_added(
-                        channel,
-                        member,
-                        msg.x.map(|x| SocketId::from_raw(&x)),
-                    );
+                    let joiner = msg.x.map(|x| SocketId::from_raw(&x));
+                    let event = Event::new(channel, EventKind::MemberAdded(member), joiner);
+                    self.deliver_local(&hub, event).await;
                 }
             }
             LEAVE => {
@@ -557,7 +579,7 @@ impl RedisAdapter {
         let key = (app, channel, member.key.to_string());
         let generation = self.next_query.fetch_add(1, Ordering::Relaxed);
         self.pending_removals.lock().insert(key.clone(), generation);
-        tokio::spawn(async move {
+        self.spawn(async move {
             tokio::time::sleep(LEAVE_GRACE).await;
             let due = {
                 let mut pending = this.pending_removals.lock();
@@ -568,7 +590,8 @@ impl RedisAdapter {
                 due
             };
             if due && let Some(hub) = this.hub(&key.0) {
-                hub.announce_member_removed(&key.1, member);
+                let event = Event::new(key.1.as_str(), EventKind::MemberRemoved(member), None);
+                this.deliver_local(&hub, event).await;
             }
         });
     }
@@ -604,9 +627,11 @@ impl Adapter for RedisAdapter {
         else {
             return;
         };
-        tokio::spawn(this.clone().writer(queue));
-        tokio::spawn(this.clone().subscriber());
-        tokio::spawn(this.heartbeat());
+        // Tracked by the node: cancelled and awaited at shutdown, after
+        // `shutdown` below has flushed the write queue.
+        self.spawn(this.clone().writer(queue));
+        self.spawn(this.clone().subscriber());
+        self.spawn(this.heartbeat());
     }
 
     fn ready(&self) -> BoxFuture<'_, ()> {

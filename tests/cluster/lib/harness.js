@@ -195,6 +195,16 @@ export class NodeProcess extends ManagedProcess {
     return { status: res.status, text, json: tryJson(text), ms: Date.now() - t0 };
   }
 
+  /** Whether /ready says the cluster adapter reaches Redis (false when the request fails). */
+  async adapterHealthy() {
+    try {
+      const r = await this.get('/ready', 2000);
+      return r.status === 200 && r.json?.adapter_healthy === true;
+    } catch {
+      return false;
+    }
+  }
+
   /** Status of GET /ready, or 0 when the request fails. */
   async readyStatus() {
     try {
@@ -255,16 +265,16 @@ async function startNodeOnce(app, opts) {
   });
 }
 
-/** Wait until every node answers /ready 200 (the adapter is connected to Redis). */
+/** Wait until every node answers /ready 200 with adapter_healthy (the adapter is connected to Redis). */
 export async function waitReady(nodes, ms = 10000) {
   const status = {};
   await waitUntil(
     async () => {
-      for (const n of nodes) status[n.label] = await n.readyStatus();
-      return nodes.every((n) => status[n.label] === 200);
+      for (const n of nodes) status[n.label] = await n.adapterHealthy();
+      return nodes.every((n) => status[n.label] === true);
     },
     ms,
-    () => `GET /ready 200 on every node (last: ${JSON.stringify(status)})`,
+    () => `GET /ready 200 adapter_healthy on every node (last: ${JSON.stringify(status)})`,
     100,
   );
 }

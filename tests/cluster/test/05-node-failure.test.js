@@ -126,7 +126,7 @@ test('a user whose other tab died with node C is removed when its last live tab 
 
 test('a new node joining after the failure sees the survivors\' state, not the dead node\'s', async () => {
   const D = await h.startNode({ label: 'D' });
-  await waitUntil(async () => (await D.readyStatus()) === 200, 10000, 'node D /ready');
+  await waitUntil(async () => await D.adapterHealthy(), 10000, 'node D /ready adapter_healthy');
   const j = await RawClient.connect(D, { label: 'u4@D' });
   const ok = await j.subscribePresence(pres, 4);
   assert.deepEqual([...ok.parsed.presence.ids].map(String).sort(), ['100', '101', '102', '3', '4'].sort(), `presence seen on D: ${JSON.stringify(ok.parsed.presence)}`);

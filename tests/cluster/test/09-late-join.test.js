@@ -30,7 +30,7 @@ before(async () => {
 
 test('a node started later answers /ready and its first subscriber gets the full member list', async () => {
   C = await h.startNode({ label: 'C' });
-  await waitUntil(async () => (await C.readyStatus()) === 200, 10000, 'node C /ready 200');
+  await waitUntil(async () => await C.adapterHealthy(), 10000, 'node C /ready 200 adapter_healthy');
   // immediately: no waiting for any sync beyond readiness
   const j = persist(await RawClient.connect(C, { label: 'u4@C' }));
   const ok = await j.subscribePresence(pres, 4);

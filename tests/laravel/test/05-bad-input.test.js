@@ -188,7 +188,7 @@ test('auth calls are bounded: at most 64 in flight, the rest wait and still get 
   await assertServerHealthy();
 });
 
-test('redis-server killed and restarted: clients stay served, /ready 503 then 200, exactly one delivery after the restart', async () => {
+test('redis-server killed and restarted: clients stay served, /ready stays 200 and reports the ingestion down then up, exactly one delivery after the restart', async () => {
   const channel = uid('orders');
   const s2 = await SioClient.connect(server, { version: 2 });
   const s4 = await SioClient.connect(server, { version: 4 });
@@ -202,15 +202,21 @@ test('redis-server killed and restarted: clients stay served, /ready 503 then 20
 
   const ready0 = await server.get('/ready');
   assert.equal(ready0.status, 200, `/ready before: ${ready0.status} ${ready0.text}`);
+  assert.equal(ready0.json?.redis_ingestion?.['515151'], 'connected', ready0.text);
+  assert.equal(ready0.json?.degraded, false, ready0.text);
   const metrics0 = await server.get('/metrics');
   assert.match(metrics0.text, /resonance_redis_connected\{[^}]*app_id="515151"[^}]*\}\s+1\b/, 'metric resonance_redis_connected 1');
 
   await redis.kill();
+  // The node still serves its clients, so it stays in the load balancer
+  // (200); the dependency shows in the body and in /metrics.
   const down = await waitUntil(async () => {
     const r = await server.get('/ready');
-    return r.status === 503 ? r : null;
-  }, 10000, '/ready 503 while Redis is down');
-  assert.equal(down.json?.status, 'redis_unavailable', `/ready body while Redis is down: ${down.text}`);
+    return r.json?.redis_ingestion?.['515151'] === 'unavailable' ? r : null;
+  }, 10000, '/ready reports the ingestion unavailable while Redis is down');
+  assert.equal(down.status, 200, `/ready status while Redis is down: ${down.text}`);
+  assert.equal(down.json?.status, 'ready', down.text);
+  assert.equal(down.json?.degraded, true, down.text);
   const metrics1 = await server.get('/metrics');
   assert.match(metrics1.text, /resonance_redis_connected\{[^}]*app_id="515151"[^}]*\}\s+0\b/, 'metric resonance_redis_connected 0 while down');
 
@@ -227,7 +233,7 @@ test('redis-server killed and restarted: clients stay served, /ready 503 then 20
 
   // Redis back on the same port
   await redis.start();
-  await waitUntil(async () => (await server.get('/ready')).status === 200, 20000, '/ready 200 after Redis is back');
+  await waitUntil(async () => (await server.get('/ready')).json?.redis_ingestion?.['515151'] === 'connected', 20000, '/ready reports the ingestion connected after Redis is back');
   await waitUntil(async () => (await redis.numpat()) >= 1, 10000, 'the server PSUBSCRIBEs again');
   const receivers = await redis.publish(`${PREFIX}${channel}`, laravelPayload(LARAVEL_EVENT, { id: 55 }));
   assert.equal(receivers, 1, 'exactly one Redis subscription receives the publish (no duplicate subscriber)');

@@ -89,16 +89,20 @@ test('Redis with a password (redis_url redis://:pw@host:port/db)', async () => {
   }
 });
 
-test('a wrong Redis password: the server still serves, /ready is 503 redis_unavailable', async () => {
+test('a wrong Redis password: the server still serves, /ready stays 200 and reports the ingestion unavailable', async () => {
   const secured = await startRedis({ password: 'right' });
   try {
     const s = await h.startServer({ redis: { url: `redis://:wrong@127.0.0.1:${secured.port}/0` } });
     try {
+      // Readiness is this node's ability to serve: a shared Redis failing
+      // must not take every node out of the load balancer, so it shows in the body.
       const r = await waitUntil(async () => {
         const x = await s.get('/ready');
-        return x.status === 503 ? x : null;
-      }, 10000, '/ready 503 with a wrong Redis password');
-      assert.equal(r.json?.status, 'redis_unavailable');
+        return x.status === 200 && x.json?.degraded === true ? x : null;
+      }, 10000, '/ready 200 degraded with a wrong Redis password');
+      assert.equal(r.json?.status, 'ready', r.text);
+      assert.deepEqual(Object.values(r.json?.redis_ingestion ?? {}), ['unavailable'], r.text);
+      assert.match((await s.get('/metrics')).text, /resonance_redis_connected\{[^}]*\}\s+0\b/);
       assert.equal((await s.get('/up')).status, 200);
       const sio = await SioClient.connect(s, { version: 4 });
       assert.equal(sio.isConnected, true);
@@ -110,21 +114,23 @@ test('a wrong Redis password: the server still serves, /ready is 503 redis_unava
   }
 });
 
-test('server started while Redis is down: serves at once, /ready 503, then ingests once Redis appears', async () => {
+test('server started while Redis is down: serves at once, /ready 200 degraded, then ingests once Redis appears', async () => {
   const port = await freePort();
   const later = new RedisProcess(port);
   const s = await h.startServer({ redis: later, prefix: 'late_' });
   try {
     assert.equal((await s.get('/up')).status, 200);
     const ready = await s.get('/ready');
-    assert.equal(ready.status, 503, `/ready while Redis was never reachable: ${ready.status} ${ready.text}`);
-    assert.equal(ready.json?.status, 'redis_unavailable');
+    assert.equal(ready.status, 200, `/ready while Redis was never reachable: ${ready.status} ${ready.text}`);
+    assert.equal(ready.json?.status, 'ready', ready.text);
+    assert.equal(ready.json?.degraded, true, ready.text);
+    assert.deepEqual(Object.values(ready.json?.redis_ingestion ?? {}), ['unavailable'], ready.text);
     const channel = uid('orders');
     const sio = await SioClient.connect(s, { version: 2 });
     sio.echo.channel(channel);
     await waitSubscriptions(s, channel, 1);
     await later.start();
-    await waitUntil(async () => (await s.get('/ready')).status === 200, 20000, '/ready 200 once Redis is up');
+    await waitUntil(async () => (await s.get('/ready')).json?.degraded === false, 20000, '/ready not degraded once Redis is up');
     await waitIngestion(later, 'late_', 10000);
     assert.equal(await later.publish(`late_${channel}`, laravelPayload(LARAVEL_EVENT, { id: 5 })), 1);
     assert.deepEqual(await sio.nextEvent(LARAVEL_EVENT, channel), [LARAVEL_EVENT, channel, { id: 5 }]);
