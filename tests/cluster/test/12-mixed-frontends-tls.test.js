@@ -65,7 +65,7 @@ async function pusherSink(node, channel, secure) {
     wsPort: node.port,
     wssPort: node.port,
     forceTLS: secure,
-    enabledTransports: secure ? ['wss'] : ['ws'],
+    enabledTransports: ['ws'], // pusher-js' transport name for ws and wss
     disableStats: true,
     cluster: 'mt1',
   }));
@@ -80,7 +80,11 @@ async function pusherSink(node, channel, secure) {
 /** socket.io-client 4 speaking Echo's socket.io wire: 42["subscribe",...] in, 42[event, channel, data] out. */
 async function socketioSink(node, channel, secure) {
   const sink = new Sink(`socket.io-client4@${node.label}`);
-  const s = sio4(`${secure ? 'https' : 'http'}://${node.host}:${node.port}`, { transports: ['websocket'], reconnection: false });
+  const s = sio4(`${secure ? 'https' : 'http'}://${node.host}:${node.port}`, {
+    transports: ['websocket'],
+    reconnection: false,
+    ...(secure ? { ca: fs.readFileSync(tls.cert) } : {}), // engine.io-client verifies on its own
+  });
   s.onAny((event, ch, data) => sink.push(event, ch, data));
   await withTimeout(new Promise((resolve, reject) => {
     s.once('connect', resolve);
@@ -142,12 +146,16 @@ for (const transport of ['ws', 'wss']) {
       const channel = uid('mixed');
       const clients = [];
       try {
-        // Each front-end on each node (with one node, all on it).
+        // Each front-end on each node (with one node, all on it). The raw clients join first:
+        // the chat announces its user list to the room as a raw message, which the Pusher wire
+        // passes on as-is, and pusher-js throws on a frame without "event".
+        const raws = [];
+        for (const node of nodes) raws.push(await rawSink(node, channel, secure));
         for (const node of nodes) {
           clients.push(await pusherSink(node, channel, secure));
           clients.push(await socketioSink(node, channel, secure));
-          clients.push(await rawSink(node, channel, secure));
         }
+        clients.push(...raws);
         const sinks = clients.map((c) => c.sink);
         const last = nodes[nodes.length - 1];
         await sync((seq) => trigger(last, channel, 'probe', { probe: seq }), sinks, channel);
