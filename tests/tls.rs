@@ -391,3 +391,81 @@ async fn custom_route_over_wss_echoes() {
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_burst_larger_than_one_wake_is_read_completely_over_wss() {
+    // 64 pings of 10 KB sent at once: more than one wake's worth of reads
+    // (32 × 8 KiB), all answered. (Whether rustls still holds plaintext at
+    // the moment a wake's reads stop depends on timing, so this does not
+    // pin down that case on its own; `read_available` handles it by looking
+    // again after yielding.)
+    let (server, dir) = start_tls().await;
+    let mut client = wss(server.addr, "/app/resonance-key?protocol=7", 1 << 20).await;
+    recv_text(&mut client).await;
+    let ping = serde_json::json!({ "event": "pusher:ping", "data": {}, "pad": "q".repeat(10_000) })
+        .to_string();
+    let burst: Vec<_> = (0..64).map(|_| Ok(Message::text(ping.clone()))).collect();
+    client
+        .send_all(&mut futures_util::stream::iter(burst))
+        .await
+        .expect("burst");
+    for i in 0..64 {
+        let pong = json(&recv_text(&mut client).await);
+        assert_eq!(pong["event"], "pusher:pong", "answer {i}");
+    }
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn close_notify_and_garbage_end_only_their_own_connection() {
+    let (server, dir) = start_tls().await;
+    let mut bystander = wss(server.addr, "/app/resonance-key?protocol=7", 1 << 20).await;
+    recv_text(&mut bystander).await;
+
+    // TLS close_notify without a WebSocket close: the server ends the connection.
+    let mut polite = tls_connect(server.addr).await;
+    let (mut ws, _) = tokio_websockets::ClientBuilder::new()
+        .uri(&format!(
+            "wss://{}/app/resonance-key?protocol=7",
+            server.addr
+        ))
+        .expect("uri")
+        .connect_on(tls_connect(server.addr).await)
+        .await
+        .expect("upgrade");
+    recv(&mut ws).await.expect("connection_established");
+    let mut stream = ws.into_inner();
+    stream.shutdown().await.expect("close_notify");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the server closed after close_notify");
+    polite.shutdown().await.ok();
+
+    // Bytes that are not TLS records after the handshake: that connection
+    // fails, the server keeps serving.
+    let mut rude = tls_connect(server.addr).await;
+    rude.write_all(b"GET /app/resonance-key?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .await
+        .expect("upgrade request");
+    let mut head = [0u8; 512];
+    let n = rude.read(&mut head).await.expect("101");
+    assert!(head[..n].starts_with(b"HTTP/1.1 101"));
+    let (tcp, _) = rude.get_mut();
+    tcp.write_all(&[0x17, 0x03, 0x03, 0x00, 0x20])
+        .await
+        .expect("raw write");
+    tcp.write_all(&[0xAB; 32]).await.expect("raw write");
+    let mut sink = Vec::new();
+    let ended = tokio::time::timeout(TIMEOUT, tcp.read_to_end(&mut sink)).await;
+    assert!(ended.is_ok(), "the server dropped the corrupted connection");
+
+    // The bystander still gets answers.
+    send(&mut bystander, r#"{"event":"pusher:ping","data":{}}"#).await;
+    assert_eq!(
+        json(&recv_text(&mut bystander).await)["event"],
+        "pusher:pong"
+    );
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
