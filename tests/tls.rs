@@ -395,10 +395,9 @@ async fn custom_route_over_wss_echoes() {
 #[tokio::test]
 async fn a_burst_larger_than_one_wake_is_read_completely_over_wss() {
     // 64 pings of 10 KB sent at once: more than one wake's worth of reads
-    // (32 × 8 KiB), all answered. (Whether rustls still holds plaintext at
-    // the moment a wake's reads stop depends on timing, so this does not
-    // pin down that case on its own; `read_available` handles it by looking
-    // again after yielding.)
+    // (32 × 8 KiB), all answered. (It passes without the look-again at the
+    // end of `read_available` too: the socket stays readable while rustls
+    // holds plaintext, see there.)
     let (server, dir) = start_tls().await;
     let mut client = wss(server.addr, "/app/resonance-key?protocol=7", 1 << 20).await;
     recv_text(&mut client).await;

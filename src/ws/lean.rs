@@ -561,8 +561,10 @@ impl LeanSocket {
                 return step;
             }
         }
-        // Over TLS, rustls may still hold plaintext the socket will not
-        // signal again: look once more after yielding.
+        // Over TLS, rustls may still hold plaintext. The socket's readiness
+        // is only cleared by a read that would block, which `Transport::read`
+        // does only once rustls is empty, so it would be signalled anyway;
+        // looking once more after yielding does not depend on that.
         self.unread = self.stream.is_tls();
         Step::Open
     }
