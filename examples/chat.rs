@@ -19,13 +19,23 @@
 //! them; this one does for direct messages: `private-dm.alice.bob` is open
 //! to alice and bob only. (The name here is whatever `?name=` says; a real
 //! app's authenticator checks a session or a token first.)
+//!
+//! Every other setting comes from the `RESONANCE_*` environment like
+//! `resonance start` (TLS with `RESONANCE_TLS_CERT`/`RESONANCE_TLS_KEY`, a
+//! cluster with `RESONANCE_ADAPTER=redis`, the app credentials...), and the
+//! Pusher and Socket.IO front-ends run next to the chat: an HTTP API trigger
+//! on channel `lobby` reaches the chat room `lobby` too.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
-use resonance::config::Config;
+use resonance::adapter::redis::{ClusterSettings, RedisAdapter};
+use resonance::config::{Config, Overrides};
+use resonance::core::adapter::{Adapter, LocalAdapter};
 use resonance::core::connection::SocketId;
 use resonance::custom::{Callbacks, Conn, Message, Refusal, Route, auth, http};
 use resonance::server::Server;
@@ -133,10 +143,30 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut config = Config::default();
-    config.server.host = addr.ip().to_string();
-    config.server.port = addr.port();
+    let overrides = Overrides {
+        host: Some(addr.ip().to_string()),
+        port: Some(addr.port()),
+    };
+    let config = match Config::load(None, &|name| std::env::var(name).ok(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chat: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // `resonance start` picks the adapter the same way.
+    let adapter: Arc<dyn Adapter> =
+        match (config.cluster.adapter.as_str(), &config.cluster.redis_url) {
+            ("redis", Some(url)) => RedisAdapter::new(ClusterSettings {
+                url: url.clone(),
+                prefix: config.cluster.prefix.clone(),
+                node_timeout: Duration::from_secs(config.cluster.node_timeout),
+                query_timeout: Duration::from_millis(config.cluster.query_timeout_ms),
+            }),
+            _ => Arc::new(LocalAdapter),
+        };
     let server = Server::builder(config)
+        .adapter(adapter)
         .route(
             "/chat/{room}",
             Route::callbacks(Chat::default())

@@ -658,8 +658,8 @@ fn pusher_upgrade(state: &Arc<State>, mut req: Request<Incoming>, key: &str) -> 
             match ws::LeanSocket::from_upgraded(upgraded, state.config.max_message_bytes) {
                 Ok(socket) => socket,
                 Err(_) => {
-                    // The listener only accepts TCP streams; nothing else to serve.
-                    tracing::warn!("upgraded connection is not a TCP stream");
+                    // The listener only accepts TCP (or TLS over TCP) streams.
+                    tracing::warn!("upgraded connection is neither TCP nor TLS over TCP");
                     return;
                 }
             };

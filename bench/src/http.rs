@@ -9,10 +9,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::pusher::{hmac_hex, parse_url, resolve};
+use crate::tls::Stream;
 
 /// The HTTP API of one app.
 pub struct Api {
     addr: SocketAddr,
+    /// `https://`: TLS to `host`.
+    tls: bool,
+    host: String,
     host_header: String,
     prefix: String,
     app_id: String,
@@ -23,8 +27,10 @@ pub struct Api {
 impl Api {
     pub async fn new(base: &str, app_id: &str, key: &str, secret: &str) -> Result<Api, String> {
         let u = parse_url(base)?;
-        if u.scheme != "http" {
-            return Err(format!("only http:// is supported for the API, got {base}"));
+        if u.scheme != "http" && u.scheme != "https" {
+            return Err(format!(
+                "only http:// and https:// are supported for the API, got {base}"
+            ));
         }
         let addr = resolve(&u.host, u.port).await?;
         let host = if u.host.contains(':') {
@@ -34,6 +40,8 @@ impl Api {
         };
         Ok(Api {
             addr,
+            tls: u.scheme == "https",
+            host: u.host.clone(),
             host_header: format!("{host}:{}", u.port),
             prefix: u.prefix,
             app_id: app_id.to_string(),
@@ -46,7 +54,7 @@ impl Api {
         let s = TcpStream::connect(self.addr).await?;
         s.set_nodelay(true)?;
         Ok(HttpConn {
-            stream: s,
+            stream: Stream::new(s, self.tls, &self.host).await?,
             buf: Vec::with_capacity(4096),
             req: Vec::with_capacity(1024),
             closed: false,
@@ -115,7 +123,7 @@ pub fn sign_query(
 }
 
 pub struct HttpConn {
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
     req: Vec<u8>,
     /// The server announced it closes this connection: open a new one.

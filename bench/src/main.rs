@@ -10,6 +10,7 @@ mod presence;
 mod pusher;
 mod report;
 mod stats;
+mod tls;
 
 use std::io::Write;
 use std::path::PathBuf;

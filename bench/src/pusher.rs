@@ -12,8 +12,9 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_websockets::{ClientBuilder, Message, WebSocketStream};
 
 use crate::stats::{self, Fail, H, K};
+use crate::tls::Stream;
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<Stream>;
 
 /// `scheme://host:port/prefix` split into its parts.
 pub struct Url {
@@ -79,7 +80,8 @@ pub async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
 /// Where and how to open Pusher connections. Several comma-separated URLs
 /// (the nodes of a cluster) are used round-robin, one per connection.
 pub struct Target {
-    endpoints: Vec<(SocketAddr, ClientBuilder<'static>)>,
+    /// Address, upgrade request, TLS (`wss://`) and the host name for it.
+    endpoints: Vec<(SocketAddr, ClientBuilder<'static>, bool, String)>,
     next_endpoint: AtomicUsize,
     sources: Vec<IpAddr>,
     next_src: AtomicUsize,
@@ -99,8 +101,8 @@ impl Target {
         let mut endpoints = Vec::new();
         for url in url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
             let u = parse_url(url)?;
-            if u.scheme != "ws" {
-                return Err(format!("only ws:// is supported, got {url}"));
+            if u.scheme != "ws" && u.scheme != "wss" {
+                return Err(format!("only ws:// and wss:// are supported, got {url}"));
             }
             let addr = resolve(&u.host, u.port).await?;
             let host = if u.host.contains(':') {
@@ -109,15 +111,15 @@ impl Target {
                 u.host.clone()
             };
             let uri = format!(
-                "ws://{host}:{}{}/app/{key}?protocol=7&client=js&version=8.4.0&flash=false",
-                u.port, u.prefix
+                "{}://{host}:{}{}/app/{key}?protocol=7&client=js&version=8.4.0&flash=false",
+                u.scheme, u.port, u.prefix
             );
             let builder = ClientBuilder::new()
                 .uri(&uri)
                 .map_err(|e| format!("bad websocket uri {uri}: {e}"))?;
-            endpoints.push((addr, builder));
+            endpoints.push((addr, builder, u.scheme == "wss", u.host.clone()));
         }
-        let Some(&(addr, _)) = endpoints.first() else {
+        let Some(&(addr, ..)) = endpoints.first() else {
             return Err("no --url given".into());
         };
         // Spread connections over several loopback source addresses so that more than one
@@ -167,8 +169,11 @@ impl Target {
     /// Returns the stream and the socket id.
     pub async fn open(&self) -> Result<(Ws, String), Fail> {
         let i = self.next_endpoint.fetch_add(1, Relaxed) % self.endpoints.len();
-        let (addr, builder) = &self.endpoints[i];
+        let (addr, builder, tls, host) = &self.endpoints[i];
         let stream = self.tcp(*addr).await?;
+        let stream = Stream::new(stream, *tls, host)
+            .await
+            .map_err(|_| Fail::Handshake)?;
         let (mut ws, _) = builder
             .connect_on(stream)
             .await

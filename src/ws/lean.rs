@@ -30,7 +30,7 @@
 //! be tested on byte slices.
 
 use std::cell::RefCell;
-use std::io::{self, IoSlice};
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,11 +38,13 @@ use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::ServerConnection;
 
-use crate::core::connection::{Direct, DirectWrite};
+use super::lean_io::{DirectWriter, Transport};
+use crate::core::connection::DirectWrite;
 
 const OP_CONTINUATION: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
+pub(super) const OP_TEXT: u8 = 0x1;
 const OP_BINARY: u8 = 0x2;
 const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
@@ -403,7 +405,7 @@ fn push_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
 }
 
 /// The header of an unmasked, unfragmented frame, and its length.
-fn header(opcode: u8, len: usize) -> ([u8; 10], usize) {
+pub(super) fn header(opcode: u8, len: usize) -> ([u8; 10], usize) {
     let mut h = [0u8; 10];
     h[0] = 0x80 | opcode;
     if len < 126 {
@@ -417,45 +419,6 @@ fn header(opcode: u8, len: usize) -> ([u8; 10], usize) {
         h[1] = 127;
         h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
         (h, 10)
-    }
-}
-
-/// Frames up to this size are copied behind their header on the stack and
-/// written with `write`; larger ones go out with `writev`.
-const DIRECT_COPY_MAX: usize = 1024;
-
-/// Writes text frames to the socket from the fan-out (see
-/// [`DirectWrite`]).
-struct DirectWriter(Arc<TcpStream>);
-
-impl DirectWrite for DirectWriter {
-    fn try_write(&self, payload: &Bytes) -> Direct {
-        let (header, hlen) = header(OP_TEXT, payload.len());
-        let total = hlen + payload.len();
-        let written = if total <= DIRECT_COPY_MAX {
-            let mut frame = [0u8; DIRECT_COPY_MAX];
-            frame[..hlen].copy_from_slice(&header[..hlen]);
-            frame[hlen..total].copy_from_slice(payload);
-            self.0.try_write(&frame[..total])
-        } else {
-            self.0
-                .try_write_vectored(&[IoSlice::new(&header[..hlen]), IoSlice::new(payload)])
-        };
-        match written {
-            Ok(n) if n >= total => Direct::Written,
-            Ok(n) if n > 0 => {
-                let mut rest = Vec::with_capacity(total - n);
-                if n < hlen {
-                    rest.extend_from_slice(&header[n..hlen]);
-                    rest.extend_from_slice(payload);
-                } else {
-                    rest.extend_from_slice(&payload[n - hlen..]);
-                }
-                Direct::Partial(rest.into())
-            }
-            // Full, or an error the session will meet on its own.
-            _ => Direct::NotNow,
-        }
     }
 }
 
@@ -473,29 +436,16 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Writes as much of `buf` as the socket takes without waiting.
-fn write_now(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
-    let mut written = 0;
-    while written < buf.len() {
-        match stream.try_write(&buf[written..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(written)
-}
-
-/// An upgraded WebSocket connection on a TCP stream (server side).
+/// An upgraded WebSocket connection on a TCP stream, plain or TLS (server
+/// side).
 pub struct LeanSocket {
     /// Shared with the fan-out's direct writer (see [`DirectWrite`]).
-    stream: Arc<TcpStream>,
+    stream: Arc<Transport>,
     /// Bytes of a frame that has not fully arrived (or, right after the
     /// upgrade, bytes the HTTP layer read ahead). Unallocated when empty.
     partial: Vec<u8>,
-    /// `partial` holds bytes not looked at yet (the read-ahead).
+    /// Look again without waiting for the socket: `partial` holds bytes not
+    /// looked at yet (the read-ahead), or rustls may hold plaintext.
     unread: bool,
     eof: bool,
     codec: Codec,
@@ -509,7 +459,7 @@ impl LeanSocket {
     /// read from it past the HTTP request.
     pub fn new(stream: TcpStream, read_ahead: &[u8], max_message: usize) -> Self {
         LeanSocket {
-            stream: Arc::new(stream),
+            stream: Transport::plain(stream),
             partial: read_ahead.to_vec(),
             unread: !read_ahead.is_empty(),
             eof: false,
@@ -518,12 +468,35 @@ impl LeanSocket {
         }
     }
 
-    /// Takes the TCP stream back from hyper's upgrade (with the bytes it
-    /// read ahead). Fails if the connection is not a plain `TcpStream`.
-    /// The stream may carry its per-IP connection slot
-    /// ([`crate::limits::Guarded`]), which the socket then keeps.
+    /// Wraps a TLS connection after the handshake: the TCP stream and the
+    /// rustls session taken out of tokio-rustls' `TlsStream`, and the
+    /// plaintext bytes already read past the HTTP request.
+    pub fn new_tls(
+        stream: TcpStream,
+        tls: ServerConnection,
+        read_ahead: &[u8],
+        max_message: usize,
+    ) -> Self {
+        LeanSocket {
+            stream: Transport::tls(stream, tls),
+            partial: read_ahead.to_vec(),
+            // rustls may already hold plaintext the socket will not signal.
+            unread: true,
+            eof: false,
+            codec: Codec::new(max_message),
+            _slot: None,
+        }
+    }
+
+    /// Takes the stream back from hyper's upgrade (with the bytes it read
+    /// ahead): a plain TCP stream, or a TLS stream from the built-in TLS,
+    /// either carrying its per-IP connection slot
+    /// ([`crate::limits::Guarded`], as the server accepts them), which the
+    /// socket then keeps. Fails for any other transport.
     pub fn from_upgraded(upgraded: Upgraded, max_message: usize) -> Result<Self, Upgraded> {
-        let upgraded = match upgraded.downcast::<TokioIo<crate::limits::Guarded<TcpStream>>>() {
+        type Plain = crate::limits::Guarded<TcpStream>;
+        type Tls = tokio_rustls::server::TlsStream<crate::limits::Guarded<TcpStream>>;
+        let upgraded = match upgraded.downcast::<TokioIo<Plain>>() {
             Ok(parts) => {
                 let guarded = parts.io.into_inner();
                 let mut socket = LeanSocket::new(guarded.io, &parts.read_buf, max_message);
@@ -532,12 +505,28 @@ impl LeanSocket {
             }
             Err(upgraded) => upgraded,
         };
-        let parts = upgraded.downcast::<TokioIo<TcpStream>>()?;
-        Ok(LeanSocket::new(
-            parts.io.into_inner(),
-            &parts.read_buf,
-            max_message,
-        ))
+        let upgraded = match upgraded.downcast::<TokioIo<Tls>>() {
+            Ok(parts) => {
+                let (guarded, tls) = parts.io.into_inner().into_inner();
+                let mut socket = LeanSocket::new_tls(guarded.io, tls, &parts.read_buf, max_message);
+                socket._slot = guarded.guard.map(Box::new);
+                return Ok(socket);
+            }
+            Err(upgraded) => upgraded,
+        };
+        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                return Ok(LeanSocket::new(
+                    parts.io.into_inner(),
+                    &parts.read_buf,
+                    max_message,
+                ));
+            }
+            Err(upgraded) => upgraded,
+        };
+        let parts = upgraded.downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>()?;
+        let (tcp, tls) = parts.io.into_inner().into_inner();
+        Ok(LeanSocket::new_tls(tcp, tls, &parts.read_buf, max_message))
     }
 
     /// Waits until there is something to read (or the read-ahead to look at).
@@ -547,7 +536,14 @@ impl LeanSocket {
     /// a pointer, and every idle connection holds one.
     pub fn readable(&self) -> impl Future<Output = io::Result<()>> + '_ {
         std::future::poll_fn(move |cx| {
-            if self.unread || self.eof {
+            if self.eof {
+                return std::task::Poll::Ready(Ok(()));
+            }
+            if self.unread {
+                // Counts against the task's budget like a socket read would,
+                // so a client streaming over TLS still lets others run.
+                let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+                coop.made_progress();
                 return std::task::Poll::Ready(Ok(()));
             }
             self.stream.poll_read_ready(cx)
@@ -568,7 +564,7 @@ impl LeanSocket {
         }
         let mut scratch = [0u8; READ_CHUNK];
         for _ in 0..MAX_READS_PER_WAKE {
-            let n = match self.stream.try_read(&mut scratch) {
+            let n = match self.stream.read(&mut scratch) {
                 Ok(0) => {
                     self.eof = true;
                     self.partial = Vec::new();
@@ -597,6 +593,11 @@ impl LeanSocket {
                 return step;
             }
         }
+        // Over TLS, rustls may still hold plaintext. The socket's readiness
+        // is only cleared by a read that would block, which `Transport::read`
+        // does only once rustls is empty, so it would be signalled anyway;
+        // looking once more after yielding does not depend on that.
+        self.unread = self.stream.is_tls();
         Step::Open
     }
 
@@ -618,7 +619,7 @@ impl LeanSocket {
 
     /// Whether framed bytes wait to be written.
     pub fn wants_flush(&self) -> bool {
-        !self.codec.out.is_empty()
+        !self.codec.out.is_empty() || self.stream.pending()
     }
 
     /// Frames each payload as a text message and writes the whole batch
@@ -656,7 +657,7 @@ impl LeanSocket {
                 buf.reserve(header_len(payload.len()) + payload.len());
                 push_frame(buf, OP_TEXT, &payload);
             }
-            let written = write_now(&self.stream, buf);
+            let written = self.stream.write_now(buf);
             if let Ok(n) = written
                 && n < buf.len()
             {
@@ -681,12 +682,17 @@ impl LeanSocket {
     /// Writes everything queued, waiting for the socket as needed. The
     /// write buffer is freed afterwards.
     pub async fn flush(&mut self) -> io::Result<()> {
-        while !self.codec.out.is_empty() {
-            let n = write_now(&self.stream, &self.codec.out)?;
-            if n == self.codec.out.len() {
+        loop {
+            if self.codec.out.is_empty() {
+                self.stream.push_pending()?;
+            } else {
+                let n = self.stream.write_now(&self.codec.out)?;
+                self.codec.out.drain(..n);
+            }
+            // Ciphertext rustls still holds counts as unwritten.
+            if self.codec.out.is_empty() && !self.stream.pending() {
                 break;
             }
-            self.codec.out.drain(..n);
             self.stream.writable().await?;
         }
         self.codec.out = Vec::new();
@@ -726,6 +732,8 @@ impl LeanSocket {
                     break;
                 }
             }
+            // TLS: close_notify after the close frame (RFC 8446 §6.1).
+            self.stream.close_notify();
             let _ = self.flush().await;
         })
         .await;

@@ -225,6 +225,8 @@ const cleanEnv = () => envWithout('RESONANCE_');
  * opts.laravelPrefix  RESONANCE_REDIS_PREFIX (default LARAVEL_PREFIX; '' is passed as empty)
  * opts.clusterPrefix  RESONANCE_CLUSTER_PREFIX (not set when undefined: the default 'resonance')
  * opts.env            extra env (overrides everything above)
+ * opts.bin, opts.args  another program speaking RESONANCE_* (e.g. an example): args(host, port)
+ * opts.tls            { cert, key } PEM paths: the node serves https/wss (RESONANCE_TLS_CERT/KEY)
  */
 export function startNode(opts) {
   const app = { ...APP, ...(opts.app || {}) };
@@ -252,14 +254,19 @@ async function startNodeOnce(app, opts) {
     NO_COLOR: '1',
   };
   if (opts.clusterPrefix !== undefined) env.RESONANCE_CLUSTER_PREFIX = opts.clusterPrefix;
+  if (opts.tls) Object.assign(env, { RESONANCE_TLS_CERT: opts.tls.cert, RESONANCE_TLS_KEY: opts.tls.key });
   Object.assign(env, opts.env || {});
   const label = opts.label || '?';
   return spawnAndWaitUp({
-    bin: BIN,
-    args: ['start', '--host', host, '--port', String(port)],
+    bin: opts.bin || BIN,
+    args: opts.args ? opts.args(host, port) : ['start', '--host', host, '--port', String(port)],
     env,
     spawnFn: (...args) => remember(spawn(...args)),
-    create: (proc) => new NodeProcess({ proc, host, port, app, label, env }),
+    create: (proc) => {
+      const node = new NodeProcess({ proc, host, port, app, label, env });
+      node.tls = Boolean(opts.tls);
+      return node;
+    },
     name: `node ${label}`,
     exitPhrase: 'exited before answering /up',
   });

@@ -83,6 +83,7 @@ export class ServerProcess extends ManagedProcess {
  * opts.env     extra environment variables (override the defaults below)
  * opts.config  { server: {...}, apps: [{...}] } written to a temp TOML file and passed via --config
  * opts.app     app credentials (defaults to DEFAULT_APP)
+ * opts.tls     { cert, key } PEM paths: serve https/wss (RESONANCE_TLS_CERT/KEY)
  */
 export async function startServer(opts = {}) {
   const app = { ...DEFAULT_APP, ...(opts.app || {}) };
@@ -115,6 +116,7 @@ async function startServerOnce(app, opts) {
     RESONANCE_APP_SECRET: app.secret,
     RUST_LOG: process.env.RUST_LOG || 'info',
     NO_COLOR: '1',
+    ...(opts.tls ? { RESONANCE_TLS_CERT: opts.tls.cert, RESONANCE_TLS_KEY: opts.tls.key } : {}),
     ...(opts.env || {}),
   };
   // a config's first app would otherwise be overridden by our env credentials: keep them equal
@@ -122,7 +124,11 @@ async function startServerOnce(app, opts) {
     bin: BIN,
     args,
     env,
-    create: (proc) => new ServerProcess({ proc, host, port, app, configPath, label: opts.label }),
+    create: (proc) => {
+      const server = new ServerProcess({ proc, host, port, app, configPath, label: opts.label });
+      server.tls = Boolean(opts.tls);
+      return server;
+    },
   });
 }
 
