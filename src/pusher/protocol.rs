@@ -89,16 +89,31 @@ pub fn encode_event(event: &Event) -> Bytes {
             channel,
             &format!("{{\"subscription_count\":{n}}}"),
         ),
-        // A custom route's raw message: text as-is (the sender chose to
-        // speak to Pusher clients too), binary skipped (empty = not carried).
+        // A custom route's raw message reaches Pusher clients of the same
+        // channel only when it is itself a Pusher frame (a JSON object with
+        // a string "event": the sender chose to speak to them too). Anything
+        // else (a chat line, a binary frame) would break pusher-js, which
+        // throws on a frame without "event": skipped (empty = not carried).
         EventKind::Raw { payload, binary } => {
-            if *binary {
-                Bytes::new()
-            } else {
+            if !*binary && is_pusher_frame(payload) {
                 payload.clone()
+            } else {
+                Bytes::new()
             }
         }
     }
+}
+
+/// Whether `payload` is shaped like a Pusher frame: a JSON object with a
+/// string `"event"` field.
+fn is_pusher_frame(payload: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Shape<'a> {
+        #[serde(borrow)]
+        #[allow(dead_code)]
+        event: std::borrow::Cow<'a, str>,
+    }
+    serde_json::from_slice::<Shape<'_>>(payload).is_ok()
 }
 
 pub fn connection_established(socket_id: &str, activity_timeout: u64) -> Bytes {
@@ -233,6 +248,29 @@ mod tests {
 
     fn json(b: &Bytes) -> serde_json::Value {
         serde_json::from_slice(b).unwrap()
+    }
+
+    #[test]
+    fn raw_messages_reach_pusher_clients_only_as_pusher_frames() {
+        let raw = |payload: &'static [u8], binary| {
+            let event = Event::new(
+                "room",
+                EventKind::Raw {
+                    payload: Bytes::from_static(payload),
+                    binary,
+                },
+                None,
+            );
+            encode_event(&event)
+        };
+        // A chat line or any JSON without "event" would make pusher-js throw.
+        assert!(raw(br#"{"type":"users","users":["a"]}"#, false).is_empty());
+        assert!(raw(b"hello", false).is_empty());
+        assert!(raw(br#"{"event":"x","channel":"room","data":"{}"}"#, true).is_empty());
+        assert_eq!(
+            &raw(br#"{"event":"x","channel":"room","data":"{}"}"#, false)[..],
+            br#"{"event":"x","channel":"room","data":"{}"}"#
+        );
     }
 
     #[test]
