@@ -10,9 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, COOKIE, HeaderValue, ORIGIN};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -23,13 +22,17 @@ use tokio_util::task::TaskTracker;
 use crate::adapter::redis::{ClusterSettings, RedisAdapter};
 use crate::config::{Config, ServerConfig};
 use crate::core::adapter::{Adapter, LocalAdapter};
-use crate::core::hub::{ConnectionSlot, Hub};
+use crate::core::hub::Hub;
 use crate::core::node::Node;
-use crate::http_api::{self, ApiRequest};
 use crate::limits::{ConnectionLimiter, Guarded, RateLimiter};
-use crate::pusher::{protocol as pusher_wire, session};
 use crate::socketio::{SocketIoFrontend, SocketIoService};
-use crate::{custom, metrics, ws};
+use crate::{custom, metrics};
+
+mod endpoints;
+mod pusher_upgrade;
+
+use endpoints::{api, json, json_error, metrics_endpoint, readiness, respond, socketio};
+use pusher_upgrade::pusher_upgrade;
 
 type Body = Full<Bytes>;
 
@@ -347,26 +350,6 @@ async fn listen(host: &str, port: u16) -> std::io::Result<TcpListener> {
     }))
 }
 
-fn respond(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
-}
-
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    respond(status, "application/json", value.to_string())
-}
-
-fn json_error(status: StatusCode, message: &str) -> Response<Body> {
-    json(status, &serde_json::json!({ "error": message }))
-}
-
 async fn handle(
     state: Arc<State>,
     peer: IpAddr,
@@ -405,290 +388,4 @@ async fn handle(
         }
         _ => json_error(StatusCode::NOT_FOUND, "not found"),
     })
-}
-
-/// `/metrics` on the public port (see [`metrics::endpoint`]).
-fn metrics_endpoint(state: &State, req: &Request<Incoming>, dedicated: bool) -> Response<Body> {
-    metrics::endpoint(
-        &state.node,
-        state.ready.load(Ordering::SeqCst),
-        &state.config,
-        req,
-        dedicated,
-    )
-}
-
-/// `/ready`: whether *this node* can serve its clients. A shared Redis
-/// (cluster adapter or Laravel ingestion) going away must not fail every
-/// node's readiness at once — the load balancer would then drop the whole
-/// fleet while each node still serves its own clients perfectly well. So
-/// dependencies are reported in the body (and in `/metrics`) for alerting,
-/// and only shutting down answers 503.
-fn readiness(node: &crate::core::node::Node, ready: bool) -> Response<Body> {
-    let adapter = node.adapter();
-    let adapter_healthy = adapter.healthy();
-    let ingestion: serde_json::Map<String, serde_json::Value> = node
-        .hubs()
-        .iter()
-        .filter(|h| h.app.redis_url.is_some())
-        .map(|h| {
-            let state = if h.stats.ingress_connected() {
-                "connected"
-            } else {
-                "unavailable"
-            };
-            (h.app.id.clone(), state.into())
-        })
-        .collect();
-    let ingestion_ok = ingestion.values().all(|v| v == "connected");
-    let (status, text) = if ready {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
-    };
-    json(
-        status,
-        &serde_json::json!({
-            "status": text,
-            "degraded": !(adapter_healthy && ingestion_ok),
-            "adapter": adapter.name(),
-            "adapter_healthy": adapter_healthy,
-            "redis_ingestion": ingestion,
-        }),
-    )
-}
-
-/// Hands a `/socket.io/` request to engineioxide, answering CORS the way
-/// engine.io 3 did for laravel-echo-server (the page and the socket are on
-/// different origins, and polling sends cookies).
-async fn socketio(state: &State, req: Request<Incoming>) -> Response<Body> {
-    let Some((hub, service)) = &state.socketio else {
-        return json_error(
-            StatusCode::NOT_FOUND,
-            "Socket.IO is not enabled for any app",
-        );
-    };
-    let origin = req.headers().get(ORIGIN).cloned();
-    let allowed = hub
-        .app
-        .origin_allowed(origin.as_ref().and_then(|o| o.to_str().ok()));
-    if !allowed {
-        hub.stats.error("origin_refused");
-        return json_error(StatusCode::FORBIDDEN, "origin not allowed for this app");
-    }
-    let cors = |headers: &mut hyper::HeaderMap| {
-        if let Some(origin) = &origin {
-            headers.insert(hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-            headers.insert(
-                hyper::header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                HeaderValue::from_static("true"),
-            );
-        }
-    };
-    if req.method() == Method::OPTIONS {
-        let mut response = respond(StatusCode::OK, "text/plain", "");
-        let h = response.headers_mut();
-        cors(h);
-        h.insert(
-            hyper::header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, POST, OPTIONS"),
-        );
-        h.insert(
-            hyper::header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("Content-Type"),
-        );
-        return response;
-    }
-    let mut service = service.clone();
-    let response = match tower_service::Service::call(&mut service, req).await {
-        Ok(r) => r,
-        Err(never) => match never {},
-    };
-    let (mut parts, body) = response.into_parts();
-    let bytes = match body.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => return json_error(StatusCode::BAD_GATEWAY, "Socket.IO transport error"),
-    };
-    cors(&mut parts.headers);
-    Response::from_parts(parts, Full::new(bytes))
-}
-
-/// The API with the configured CORS headers (laravel-echo-server's
-/// `apiOriginAllow`), preflights included.
-async fn api(state: &State, req: Request<Incoming>) -> Response<Body> {
-    let Some(cors) = &state.config.api_cors else {
-        return api_call(state, req).await;
-    };
-    let mut response = if req.method() == Method::OPTIONS {
-        let mut r = respond(StatusCode::NO_CONTENT, "text/plain", "");
-        *r.status_mut() = StatusCode::NO_CONTENT;
-        r
-    } else {
-        api_call(state, req).await
-    };
-    let h = response.headers_mut();
-    for (name, value) in [
-        (
-            hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            &cors.allow_origin,
-        ),
-        (
-            hyper::header::ACCESS_CONTROL_ALLOW_METHODS,
-            &cors.allow_methods,
-        ),
-        (
-            hyper::header::ACCESS_CONTROL_ALLOW_HEADERS,
-            &cors.allow_headers,
-        ),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(value)
-            && !value.is_empty()
-        {
-            h.insert(name, v);
-        }
-    }
-    response
-}
-
-async fn api_call(state: &State, req: Request<Incoming>) -> Response<Body> {
-    let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, state.config.max_request_bytes)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!(
-                    "request body exceeds {} bytes",
-                    state.config.max_request_bytes
-                ),
-            );
-        }
-        Err(_) => return json_error(StatusCode::BAD_REQUEST, "could not read the request body"),
-    };
-    let bearer = parts
-        .headers
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    let request = ApiRequest {
-        bearer,
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query().unwrap_or(""),
-        body: &body,
-        app_rate: Some(&state.api_app_rate),
-    };
-    match http_api::handle(&state.node, &request).await {
-        Ok(value) => json(StatusCode::OK, &value),
-        Err(e) => json_error(
-            StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
-            &e.message,
-        ),
-    }
-}
-
-/// Why a Pusher connection is refused right after the upgrade: pusher-js
-/// only understands refusals as `pusher:error` plus a close code.
-fn refusal(
-    state: &State,
-    hub: Option<&Arc<Hub>>,
-    origin: Option<&str>,
-) -> Result<ConnectionSlot, (u16, String)> {
-    let Some(hub) = hub else {
-        return Err((4001, "application does not exist: check the app key".into()));
-    };
-    if !state.ready.load(Ordering::SeqCst) {
-        return Err((4200, "server is shutting down; reconnect".into()));
-    }
-    if !hub.app.origin_allowed(origin) {
-        hub.stats.error("origin_refused");
-        return Err((
-            4009,
-            format!(
-                "origin {:?} is not allowed for this app",
-                origin.unwrap_or("")
-            ),
-        ));
-    }
-    hub.try_connect().ok_or_else(|| {
-        hub.stats.error("over_connection_quota");
-        (4004, "application is over its connection quota".into())
-    })
-}
-
-fn pusher_upgrade(state: &Arc<State>, mut req: Request<Incoming>, key: &str) -> Response<Body> {
-    if !ws::is_upgrade(&req) {
-        return json_error(
-            StatusCode::UPGRADE_REQUIRED,
-            "this is the Pusher WebSocket endpoint; connect with a WebSocket client",
-        );
-    }
-    let handshake = match ws::handshake(&mut req, None) {
-        Ok(h) => h,
-        Err(response) => return *response,
-    };
-    let hub = state.node.by_key(key).cloned();
-    let origin = req.headers().get(ORIGIN).and_then(|o| o.to_str().ok());
-    let cookie: Option<Arc<str>> = req
-        .headers()
-        .get(COOKIE)
-        .and_then(|c| c.to_str().ok())
-        .map(Into::into);
-    let verdict = refusal(state, hub.as_ref(), origin);
-    let state = state.clone();
-    state.sessions.clone().spawn(async move {
-        let upgraded = match handshake.upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::debug!(error = %e, "upgrade failed");
-                return;
-            }
-        };
-        let mut socket =
-            match ws::LeanSocket::from_upgraded(upgraded, state.config.max_message_bytes) {
-                Ok(socket) => socket,
-                Err(_) => {
-                    // The listener only accepts TCP (or TLS over TCP) streams.
-                    tracing::warn!("upgraded connection is neither TCP nor TLS over TCP");
-                    return;
-                }
-            };
-        match (verdict, hub) {
-            (Ok(slot), Some(hub)) => {
-                // Held until the session ends, however it ends.
-                let _slot = slot;
-                session::run(
-                    socket,
-                    state.node.clone(),
-                    hub,
-                    state.config.clone(),
-                    state.shutdown.clone(),
-                    cookie,
-                )
-                .await;
-            }
-            (Err((code, message)), _) => {
-                let timeout = Duration::from_secs(2);
-                if socket
-                    .send_text([pusher_wire::error(Some(code), &message)])
-                    .is_ok()
-                {
-                    socket.close(code, "connection refused", timeout).await;
-                }
-            }
-            // `refusal` never accepts without a hub.
-            (Ok(_), None) => {}
-        }
-    });
-    handshake.response
 }
