@@ -4,23 +4,37 @@
 //! The layout, from the bottom up (dependencies point down, toward the core):
 //!
 //! - [`core`] — protocol-agnostic state: apps ([`core::app`]), channel names
-//!   ([`core::channel`]), connections and their bounded outboxes
-//!   ([`core::connection`]), events encoded once per wire format
-//!   ([`core::event`]), the per-app hub with presence and fan-out
-//!   ([`core::hub`]), the node ([`core::node`]) and the cross-node
-//!   [`core::adapter`] seam.
+//!   ([`core::channel`]), connections, their wire variants and bounded
+//!   outboxes ([`core::connection`]), events encoded once per wire
+//!   ([`core::event`]), the per-app hub with presence, fan-out and
+//!   connection slots released on drop ([`core::hub`]), the rules every
+//!   front-end shares ([`core::rules`]), per-app counters ([`core::stats`]),
+//!   the node with its ordered fan-out lanes and tracked background tasks
+//!   ([`core::node`]) and the cross-node [`core::adapter`] seam.
 //! - [`signing`] — Pusher's HMAC signatures, shared by auth and the API.
+//! - [`limits`] — per-IP connection slots and token-bucket rate limits.
 //! - [`ws`] — the WebSocket seam: the handshake, our lean RFC 6455
-//!   connection ([`ws::lean`], used by the Pusher front-end) and the
-//!   `tokio-websockets` stream; the only module that names a WebSocket crate.
-//! - [`pusher`] — the Pusher protocol front-end: wire format and sessions.
-//! - [`http_api`] — the Pusher HTTP API (trigger, batch, queries, terminate).
-//! - [`custom`] — custom WebSocket routes and the library API: path
-//!   patterns, callback and task handlers, rooms as hub channels, user
-//!   authenticators, plain HTTP routes; `Server::builder` starts there.
-//! - [`server`] — accept loop, routing, readiness and graceful shutdown.
-//! - [`config`], [`metrics`], [`init`] — operations: settings from file, env
-//!   and flags; Prometheus text; `resonance init`.
+//!   connection ([`ws::lean`], used by the Pusher front-end, over plain TCP
+//!   or the built-in TLS) and the `tokio-websockets`
+//!   stream; the only module that names a WebSocket crate.
+//! - Front-ends: [`pusher`] (the Pusher protocol: wire format and
+//!   sessions), [`socketio`] (Echo's socket.io connector on engineioxide,
+//!   Engine.IO 3 and 4), [`custom`] (custom WebSocket routes and the
+//!   library API: path patterns, handlers, rooms as hub channels, user
+//!   authenticators, plain HTTP routes; `Server::builder` starts there).
+//! - Ingress: [`http_api`] (the Pusher HTTP API and the
+//!   laravel-echo-server-style API), [`ingress`] (Laravel's `redis`
+//!   broadcaster over Redis pub/sub).
+//! - Egress: [`auth_endpoint`] (asking the app's `/broadcasting/auth` with
+//!   the user's cookies).
+//! - Engines: [`adapter`] (the Redis cluster adapter behind
+//!   [`core::adapter::Adapter`]).
+//! - [`server`] — accept loop, per-connection limits, routing, readiness
+//!   and graceful shutdown; [`tls`] — the rustls acceptor.
+//! - Operations: [`config`] (defaults, file, `RESONANCE_*`, flags),
+//!   [`echo_config`] (`--echo-config laravel-echo-server.json`), [`metrics`]
+//!   (Prometheus text, optional token or own listener), [`init`]
+//!   (`resonance init`).
 
 pub mod adapter;
 pub mod auth_endpoint;
