@@ -51,11 +51,16 @@ test('TOML: several apps; the first app with socketio = true owns /socket.io/ an
     assert.deepEqual((await caps.two.nth(1)), ['App\\Events\\Two', { app: 2 }]);
     assert.deepEqual((await caps.one.nth(1)), ['App\\Events\\One', { app: 1 }], 'app one gets its own prefix');
     assert.deepEqual((await caps.three.nth(1)), ['App\\Events\\Three', { app: 3 }], 'app three gets its own prefix');
-    await sleep(200);
+    // Sentinels through each app's own ingestion: once they arrived, a
+    // misrouted One/Three would have reached the Socket.IO clients too.
+    await redis.publish(`one_${channel}`, laravelPayload('Barrier', {}));
+    await redis.publish(`three_${channel}`, laravelPayload('Barrier', {}));
+    assert.equal((await caps.one.nth(2))[0], 'Barrier');
+    assert.equal((await caps.three.nth(2))[0], 'Barrier');
     assert.deepEqual(sio2.all().map((a) => a[0]), ['App\\Events\\Two'], 'Socket.IO clients belong to app two only');
     assert.deepEqual(sio4.all().map((a) => a[0]), ['App\\Events\\Two']);
-    assert.equal(caps.one.calls.length, 1);
-    assert.equal(caps.three.calls.length, 1);
+    assert.equal(caps.one.calls.length, 2);
+    assert.equal(caps.three.calls.length, 2);
 
     // Socket.IO private auth uses app two's endpoint
     const name = uid('orders');
