@@ -29,13 +29,9 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
-use resonance::adapter::redis::{ClusterSettings, RedisAdapter};
 use resonance::config::{Config, Overrides};
-use resonance::core::adapter::{Adapter, LocalAdapter};
 use resonance::core::connection::SocketId;
 use resonance::custom::{Callbacks, Conn, Message, Refusal, Route, auth, http};
 use resonance::server::Server;
@@ -154,19 +150,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // `resonance start` picks the adapter the same way.
-    let adapter: Arc<dyn Adapter> =
-        match (config.cluster.adapter.as_str(), &config.cluster.redis_url) {
-            ("redis", Some(url)) => RedisAdapter::new(ClusterSettings {
-                url: url.clone(),
-                prefix: config.cluster.prefix.clone(),
-                node_timeout: Duration::from_secs(config.cluster.node_timeout),
-                query_timeout: Duration::from_millis(config.cluster.query_timeout_ms),
-            }),
-            _ => Arc::new(LocalAdapter),
-        };
+    // The builder picks the adapter from `[cluster]` as `resonance start` does.
     let server = Server::builder(config)
-        .adapter(adapter)
         .route(
             "/chat/{room}",
             Route::callbacks(Chat::default())

@@ -2,3 +2,23 @@
 //! the local one is in the core; [`redis`] makes several nodes one server.
 
 pub mod redis;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::ClusterConfig;
+use crate::core::adapter::{Adapter, LocalAdapter};
+
+/// The adapter the `[cluster]` settings ask for (validated by
+/// [`crate::config::Config::validate`]): Redis, or the local one.
+pub fn from_config(cluster: &ClusterConfig) -> Arc<dyn Adapter> {
+    match (cluster.adapter.as_str(), &cluster.redis_url) {
+        ("redis", Some(url)) => redis::RedisAdapter::new(redis::ClusterSettings {
+            url: url.clone(),
+            prefix: cluster.prefix.clone(),
+            node_timeout: Duration::from_secs(cluster.node_timeout),
+            query_timeout: Duration::from_millis(cluster.query_timeout_ms),
+        }),
+        _ => Arc::new(LocalAdapter),
+    }
+}

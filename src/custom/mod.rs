@@ -74,7 +74,7 @@ pub const ROOM_REFUSED: u16 = 4009;
 pub use route::{Params, PathPattern, Route};
 
 use crate::config::Config;
-use crate::core::adapter::{Adapter, LocalAdapter};
+use crate::core::adapter::Adapter;
 use crate::server::Server;
 
 impl Route {
@@ -103,7 +103,7 @@ impl Route {
 /// Builds a [`Server`] with custom routes: `Server::builder(config)`.
 pub struct Builder {
     config: Config,
-    adapter: Arc<dyn Adapter>,
+    adapter: Option<Arc<dyn Adapter>>,
     routes: Routes,
     error: Option<String>,
 }
@@ -112,7 +112,7 @@ impl Builder {
     pub(crate) fn new(config: Config) -> Self {
         Builder {
             config,
-            adapter: Arc::new(LocalAdapter),
+            adapter: None,
             routes: Routes::default(),
             error: None,
         }
@@ -162,9 +162,10 @@ impl Builder {
         self.http(Method::GET, path, f)
     }
 
-    /// The cross-node adapter (the local one by default).
+    /// The cross-node adapter (by default the one the config's `[cluster]`
+    /// names: local, or Redis).
     pub fn adapter(mut self, adapter: Arc<dyn Adapter>) -> Self {
-        self.adapter = adapter;
+        self.adapter = Some(adapter);
         self
     }
 
@@ -179,6 +180,9 @@ impl Builder {
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         routes.ws.extend(self.routes.ws);
         routes.http.extend(self.routes.http);
-        Server::bind_routes(self.config, self.adapter, routes).await
+        let adapter = self
+            .adapter
+            .unwrap_or_else(|| crate::adapter::from_config(&self.config.cluster));
+        Server::bind_routes(self.config, adapter, routes).await
     }
 }

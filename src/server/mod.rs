@@ -19,9 +19,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::adapter::redis::{ClusterSettings, RedisAdapter};
 use crate::config::{Config, ServerConfig};
-use crate::core::adapter::{Adapter, LocalAdapter};
+use crate::core::adapter::Adapter;
 use crate::core::hub::Hub;
 use crate::core::node::Node;
 use crate::limits::{ConnectionLimiter, Guarded, RateLimiter};
@@ -73,16 +72,7 @@ pub struct Server {
 impl Server {
     /// Binds the listener and builds the node with the configured adapter.
     pub async fn bind(config: Config) -> std::io::Result<Server> {
-        let adapter: Arc<dyn Adapter> =
-            match (config.cluster.adapter.as_str(), &config.cluster.redis_url) {
-                ("redis", Some(url)) => RedisAdapter::new(ClusterSettings {
-                    url: url.clone(),
-                    prefix: config.cluster.prefix.clone(),
-                    node_timeout: Duration::from_secs(config.cluster.node_timeout),
-                    query_timeout: Duration::from_millis(config.cluster.query_timeout_ms),
-                }),
-                _ => Arc::new(LocalAdapter),
-            };
+        let adapter = crate::adapter::from_config(&config.cluster);
         Server::bind_with_adapter(config, adapter).await
     }
 
