@@ -18,7 +18,10 @@ cargo build --release --workspace --bins --examples || { echo "build failed"; ec
 export RESONANCE_BIN="$ROOT/target/release/resonance"
 
 step "cargo test"
-cargo test --release --workspace 2>&1 | tee "$LOG/cargo.txt"
+# The dev profile: some twenty integration-test binaries each take minutes
+# to link with the release profile's LTO, seconds without it. (The Node,
+# Python and Autobahn suites below run the release binary.)
+cargo test --workspace 2>&1 | tee "$LOG/cargo.txt"
 rc=$?
 p=$(grep -Eo '[0-9]+ passed' "$LOG/cargo.txt" | awk '{s+=$1} END {print s+0}')
 f=$(grep -Eo '[0-9]+ failed' "$LOG/cargo.txt" | awk '{s+=$1} END {print s+0}')
