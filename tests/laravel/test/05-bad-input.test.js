@@ -173,7 +173,7 @@ test('many concurrent failing auth calls do not take the server down', async () 
   await assertServerHealthy();
 });
 
-test('auth calls are bounded: at most 64 in flight, the rest wait and still get an answer', async () => {
+test('auth calls are bounded: at most 64 in flight, and the wait for a slot counts within auth_timeout (every subscription answered in time)', async () => {
   const sio = await SioClient.connect(server, { version: 2, cookie: 'laravel_session=7' });
   const names = Array.from({ length: 100 }, () => `slow-${uid('x')}`);
   auth.stats.maxInflight = auth.stats.inflight;
@@ -184,7 +184,10 @@ test('auth calls are bounded: at most 64 in flight, the rest wait and still get 
   assert.ok(sio.all((a) => a[0] === 'subscription_error').every((a) => a[2] === 504), 'all timed out (504)');
   assert.ok(auth.stats.maxInflight <= 64, `at most 64 concurrent auth calls (saw ${auth.stats.maxInflight})`);
   assert.ok(auth.stats.maxInflight >= 8, `calls do run concurrently (saw at most ${auth.stats.maxInflight} at once)`);
-  assert.ok(elapsed >= 2 * AUTH_TIMEOUT_S * 1000 - 200, `100 calls of ${AUTH_TIMEOUT_S}s with 64 at a time need two rounds (took ${elapsed} ms)`);
+  // 36 of them never got a slot: they are answered at the same deadline,
+  // not after a second round of calls.
+  assert.ok(elapsed >= AUTH_TIMEOUT_S * 1000 - 200, `not before auth_timeout (took ${elapsed} ms)`);
+  assert.ok(elapsed < 2 * AUTH_TIMEOUT_S * 1000 - 200, `waiting for a slot is part of auth_timeout=${AUTH_TIMEOUT_S}s (took ${elapsed} ms)`);
   assert.equal(sio.isConnected, true);
   await assertServerHealthy();
 });
