@@ -180,9 +180,10 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             return true;
         }
         let mut inner = self.inner.lock();
-        if now.saturating_duration_since(inner.last_sweep) >= SWEEP_EVERY
-            || inner.map.len() >= MAX_RATE_ENTRIES
-        {
+        // At most one sweep per SWEEP_EVERY, full table or not: a table kept
+        // full by many addresses must not cost a scan per request (new keys
+        // pass untracked until the next sweep makes room, below).
+        if now.saturating_duration_since(inner.last_sweep) >= SWEEP_EVERY {
             inner.last_sweep = now;
             // A bucket idle long enough to have refilled is the same as no
             // bucket (a bucket refills completely within one second).
@@ -215,11 +216,46 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 }
 
+/// Refusals answered at once, at most: past that, an address that keeps
+/// opening connections gets them closed without an answer, so the limit
+/// never costs more descriptors and tasks than it saves.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+
+static REFUSALS_IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One refusal in flight (see [`MAX_REFUSALS_IN_FLIGHT`]).
+struct RefusalSlot;
+
+impl Drop for RefusalSlot {
+    fn drop(&mut self) {
+        REFUSALS_IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// The answer to a connection over the per-IP limit (see
+/// [`answer_over_limit`]), or `None` — the stream is then simply closed —
+/// when [`MAX_REFUSALS_IN_FLIGHT`] answers are already being written.
+pub fn refuse_over_limit(
+    stream: TcpStream,
+    max: u64,
+) -> Option<impl Future<Output = ()> + Send + 'static> {
+    use std::sync::atomic::Ordering;
+    if REFUSALS_IN_FLIGHT.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSALS_IN_FLIGHT {
+        REFUSALS_IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+        return None;
+    }
+    let slot = RefusalSlot;
+    Some(async move {
+        answer_over_limit(stream, max).await;
+        drop(slot);
+    })
+}
+
 /// Answers a connection over the per-IP limit with a 429 a person can read,
 /// then closes. Bounded: one second to write, and at most 64 KiB of the
 /// request drained (closing with unread bytes would reset the connection
 /// and the client might never see the answer).
-pub async fn refuse_over_limit(mut stream: TcpStream, max: u64) {
+async fn answer_over_limit(mut stream: TcpStream, max: u64) {
     let body = format!(
         "{{\"error\":\"too many connections from your address (at most {max} at once); close some and retry\"}}"
     );

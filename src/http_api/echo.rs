@@ -33,17 +33,17 @@ fn unauthorized() -> ApiError {
     ApiError::new(403, "Unauthorized")
 }
 
-/// Answers an echo-style request. `bearer` is the Authorization header's
-/// token, `auth_key` the query parameter.
+/// Answers an echo-style request: the key is the request's Bearer token or
+/// the `auth_key` query parameter; the app's `max_api_rate` applies once
+/// the key is known good.
 pub async fn handle(
     node: &Node,
-    method: &str,
+    req: &super::ApiRequest<'_>,
     segments: &[&str],
-    bearer: Option<&str>,
     auth_key: Option<&str>,
     prefix: Option<&str>,
-    body: &[u8],
 ) -> ApiResult {
+    let (method, bearer, body) = (req.method, req.bearer, req.body);
     let hub = node.by_id(segments[0]).ok_or_else(unauthorized)?;
     if hub.app.extra_api_keys.is_empty() {
         hub.stats.error("api_unauthorized");
@@ -62,6 +62,7 @@ pub async fn handle(
         hub.stats.error("api_unauthorized");
         return Err(unauthorized());
     }
+    super::check_app_rate(req, hub)?;
     hub.stats.api_call();
     let decode = |s: &str| {
         percent_encoding::percent_decode_str(s)

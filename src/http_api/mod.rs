@@ -61,6 +61,23 @@ pub struct ApiRequest<'a> {
     pub app_rate: Option<&'a crate::limits::RateLimiter<String>>,
 }
 
+/// Refuses an authenticated request over the app's `max_api_rate` (429).
+fn check_app_rate(req: &ApiRequest<'_>, hub: &Hub) -> Result<(), ApiError> {
+    if let Some(rate) = req.app_rate
+        && !rate.check(&hub.app.id, hub.app.max_api_rate)
+    {
+        hub.stats.error("api_rate_limited");
+        return Err(ApiError::new(
+            429,
+            format!(
+                "app {} is over its API rate (at most {} requests per second); slow down",
+                hub.app.id, hub.app.max_api_rate
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Routes and answers an `/apps/...` request.
 pub async fn handle(node: &Node, req: &ApiRequest<'_>) -> ApiResult {
     let params = signature::parse_query(req.query);
@@ -80,12 +97,10 @@ pub async fn handle(node: &Node, req: &ApiRequest<'_>) -> ApiResult {
         let segments: Vec<&str> = rest.split('/').collect();
         return echo::handle(
             node,
-            req.method,
+            req,
             &segments,
-            req.bearer,
             param("auth_key"),
             param("filter_by_prefix"),
-            req.body,
         )
         .await;
     }
@@ -118,18 +133,7 @@ pub async fn handle(node: &Node, req: &ApiRequest<'_>) -> ApiResult {
         hub.stats.error("api_unauthorized");
         return Err(e);
     }
-    if let Some(rate) = req.app_rate
-        && !rate.check(&hub.app.id, hub.app.max_api_rate)
-    {
-        hub.stats.error("api_rate_limited");
-        return Err(ApiError::new(
-            429,
-            format!(
-                "app {} is over its API rate (at most {} requests per second); slow down",
-                hub.app.id, hub.app.max_api_rate
-            ),
-        ));
-    }
+    check_app_rate(req, hub)?;
     let param = |name: &str| {
         params
             .iter()

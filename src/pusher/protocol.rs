@@ -90,12 +90,12 @@ pub fn encode_event(event: &Event) -> Bytes {
             &format!("{{\"subscription_count\":{n}}}"),
         ),
         // A custom route's raw message reaches Pusher clients of the same
-        // channel only when it is itself a Pusher frame (a JSON object with
-        // a string "event": the sender chose to speak to them too). Anything
+        // channel only when it is itself a Pusher event on this channel
+        // (the sender chose to speak to them too). Anything
         // else (a chat line, a binary frame) would break pusher-js, which
         // throws on a frame without "event": skipped (empty = not carried).
         EventKind::Raw { payload, binary } => {
-            if !*binary && is_pusher_frame(payload) {
+            if !*binary && is_pusher_event_on(payload, &event.channel) {
                 payload.clone()
             } else {
                 Bytes::new()
@@ -104,16 +104,24 @@ pub fn encode_event(event: &Event) -> Bytes {
     }
 }
 
-/// Whether `payload` is shaped like a Pusher frame: a JSON object with a
-/// string `"event"` field.
-fn is_pusher_frame(payload: &[u8]) -> bool {
+/// Whether `payload` is a Pusher event on `channel`: a JSON object with a
+/// string `"event"` that is not a protocol event (`pusher:*`,
+/// `pusher_internal:*`) and a `"channel"` equal to the room it was sent to.
+/// Anything else could pose as another channel's event (pusher-js routes a
+/// frame by its own `channel` field) or as a protocol message.
+fn is_pusher_event_on(payload: &[u8], channel: &str) -> bool {
     #[derive(serde::Deserialize)]
     struct Shape<'a> {
         #[serde(borrow)]
-        #[allow(dead_code)]
         event: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        channel: Option<std::borrow::Cow<'a, str>>,
     }
-    serde_json::from_slice::<Shape<'_>>(payload).is_ok()
+    serde_json::from_slice::<Shape<'_>>(payload).is_ok_and(|shape| {
+        !shape.event.starts_with("pusher:")
+            && !shape.event.starts_with("pusher_internal:")
+            && shape.channel.as_deref() == Some(channel)
+    })
 }
 
 pub fn connection_established(socket_id: &str, activity_timeout: u64) -> Bytes {
@@ -267,6 +275,29 @@ mod tests {
         assert!(raw(br#"{"type":"users","users":["a"]}"#, false).is_empty());
         assert!(raw(b"hello", false).is_empty());
         assert!(raw(br#"{"event":"x","channel":"room","data":"{}"}"#, true).is_empty());
+        // Posing as another channel's event, or as a protocol message.
+        assert!(
+            raw(
+                br#"{"event":"x","channel":"private-u.1","data":"{}"}"#,
+                false
+            )
+            .is_empty()
+        );
+        assert!(raw(br#"{"event":"x","data":"{}"}"#, false).is_empty());
+        assert!(
+            raw(
+                br#"{"event":"pusher:error","channel":"room","data":{}}"#,
+                false
+            )
+            .is_empty()
+        );
+        assert!(
+            raw(
+                br#"{"event":"pusher_internal:member_added","channel":"room","data":"{}"}"#,
+                false
+            )
+            .is_empty()
+        );
         assert_eq!(
             &raw(br#"{"event":"x","channel":"room","data":"{}"}"#, false)[..],
             br#"{"event":"x","channel":"room","data":"{}"}"#

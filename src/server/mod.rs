@@ -255,10 +255,11 @@ fn accept(state: &Arc<State>, stream: TcpStream, peer: SocketAddr) {
     let guard = match state.per_ip.acquire(peer.ip()) {
         Ok(guard) => guard,
         Err(_) => {
-            state.connections.spawn(crate::limits::refuse_over_limit(
-                stream,
-                state.config.max_connections_per_ip,
-            ));
+            if let Some(answer) =
+                crate::limits::refuse_over_limit(stream, state.config.max_connections_per_ip)
+            {
+                state.connections.spawn(answer);
+            }
             return;
         }
     };

@@ -157,6 +157,14 @@ impl RedisAdapter {
         }
     }
 
+    /// Announces a presence change to this node's subscribers at once, not
+    /// through a lane: the replica already reflects it, so a client that
+    /// subscribes while the announcement waited in a lane would get the
+    /// member both in its member list and as a `member_added`.
+    fn announce(hub: &Arc<Hub>, event: Event) {
+        hub.publish(&Arc::new(event));
+    }
+
     /// Spawns a background task tracked by the node (cancelled and awaited
     /// at shutdown); untracked only if the node is already gone.
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
@@ -192,8 +200,8 @@ impl RedisAdapter {
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))?
     }
 
-    /// Delivers presence changes to this node's clients (on the lanes, in
-    /// order with the channels' events).
+    /// Delivers presence changes to this node's clients (at once, see
+    /// [`RedisAdapter::announce`]).
     async fn deliver(&self, changes: Vec<Change>) {
         for change in changes {
             let (app, channel, kind) = match change {
@@ -209,8 +217,7 @@ impl RedisAdapter {
                 } => (app, channel, EventKind::MemberRemoved(member)),
             };
             if let Some(hub) = self.hub(&app) {
-                self.deliver_local(&hub, Event::new(channel, kind, None))
-                    .await;
+                Self::announce(&hub, Event::new(channel, kind, None));
             }
         }
     }
@@ -520,7 +527,7 @@ impl RedisAdapter {
                 {
                     let joiner = msg.x.map(|x| SocketId::from_raw(&x));
                     let event = Event::new(channel, EventKind::MemberAdded(member), joiner);
-                    self.deliver_local(&hub, event).await;
+                    Self::announce(&hub, event);
                 }
             }
             LEAVE => {
@@ -591,7 +598,7 @@ impl RedisAdapter {
             };
             if due && let Some(hub) = this.hub(&key.0) {
                 let event = Event::new(key.1.as_str(), EventKind::MemberRemoved(member), None);
-                this.deliver_local(&hub, event).await;
+                Self::announce(&hub, event);
             }
         });
     }
