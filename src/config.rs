@@ -321,6 +321,16 @@ impl Config {
             &mut a.max_subscriptions_per_connection,
         )?;
         set(env, "RESONANCE_APP_MAX_API_RATE", &mut a.max_api_rate)?;
+        set(
+            env,
+            "RESONANCE_APP_REDIS_MAX_EVENT_BYTES",
+            &mut a.redis_max_event_bytes,
+        )?;
+        set(
+            env,
+            "RESONANCE_APP_ECHO_API_MAX_EVENT_BYTES",
+            &mut a.echo_api_max_event_bytes,
+        )?;
         set(env, "RESONANCE_SOCKETIO", &mut a.socketio)?;
         if let Some(keys) = env("RESONANCE_APP_EXTRA_API_KEYS") {
             a.extra_api_keys = keys

@@ -99,6 +99,19 @@ pub fn render(node: &Node, ready: bool) -> String {
     }
     let _ = writeln!(
         out,
+        "# HELP resonance_dropped_events_total Broadcasts dropped before delivery, by source (redis, echo_api) and reason.\n# TYPE resonance_dropped_events_total counter"
+    );
+    for hub in node.hubs() {
+        for (source, reason, n) in hub.stats.drops() {
+            let _ = writeln!(
+                out,
+                "resonance_dropped_events_total{{app_id=\"{}\",source=\"{source}\",reason=\"{reason}\"}} {n}",
+                hub.app.id
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
         "# HELP resonance_redis_connected Whether the Laravel Redis ingestion is connected (apps that use it).\n# TYPE resonance_redis_connected gauge"
     );
     for hub in node.hubs().iter().filter(|h| h.app.redis_url.is_some()) {

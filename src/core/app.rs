@@ -61,6 +61,14 @@ pub struct AppConfig {
     /// HTTP API requests per second accepted for this app; 0 means
     /// unlimited (over → 429).
     pub max_api_rate: u32,
+    /// Largest `data` of one broadcast ingested from Laravel's `redis`
+    /// broadcaster, in bytes. Laravel and laravel-echo-server have no such
+    /// limit, so the default (1 MiB) is far above Pusher's 10 KB.
+    pub redis_max_event_bytes: usize,
+    /// Largest `data` of one event posted to the laravel-echo-server API
+    /// (`POST /apps/{id}/events` with a Bearer key), in bytes (default
+    /// 1 MiB; the request itself is bounded by `server.max_request_bytes`).
+    pub echo_api_max_event_bytes: usize,
 }
 
 impl Default for AppConfig {
@@ -88,6 +96,8 @@ impl Default for AppConfig {
             extra_api_keys: Vec::new(),
             max_subscriptions_per_connection: 100,
             max_api_rate: 0,
+            redis_max_event_bytes: 1024 * 1024,
+            echo_api_max_event_bytes: 1024 * 1024,
         }
     }
 }
@@ -138,6 +148,12 @@ impl AppConfig {
         }
         if self.max_event_bytes == 0 {
             return bad("max_event_bytes", "must be at least 1");
+        }
+        if self.redis_max_event_bytes == 0 {
+            return bad("redis_max_event_bytes", "must be at least 1");
+        }
+        if self.echo_api_max_event_bytes == 0 {
+            return bad("echo_api_max_event_bytes", "must be at least 1");
         }
         if let Some(url) = &self.redis_url
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))

@@ -21,6 +21,10 @@ pub struct AppStats {
     pub ingress: AtomicU8,
     /// Refusals and errors by kind (rare, so a mutex is fine).
     errors: Mutex<BTreeMap<&'static str, u64>>,
+    /// Connected Socket.IO clients (laravel-echo-server's `subscription_count`).
+    pub socketio_clients: AtomicU64,
+    /// Broadcasts dropped before delivery, by (source, reason).
+    drops: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 impl AppStats {
@@ -64,5 +68,17 @@ impl AppStats {
     }
     pub fn errors(&self) -> Vec<(&'static str, u64)> {
         self.errors.lock().iter().map(|(k, v)| (*k, *v)).collect()
+    }
+    /// Counts a broadcast dropped before delivery: `source` is where it came
+    /// from (`redis`, `echo_api`), `reason` a short snake_case tag.
+    pub fn dropped(&self, source: &'static str, reason: &'static str) {
+        *self.drops.lock().entry((source, reason)).or_default() += 1;
+    }
+    pub fn drops(&self) -> Vec<(&'static str, &'static str, u64)> {
+        self.drops
+            .lock()
+            .iter()
+            .map(|((s, r), n)| (*s, *r, *n))
+            .collect()
     }
 }

@@ -71,15 +71,25 @@ pub async fn handle(
     };
     match (method, &segments[1..]) {
         ("GET", ["status"]) => {
-            let subscriptions: usize = hub
-                .channels(None)
-                .iter()
-                .map(|c| c.subscription_count)
-                .sum();
+            // laravel-echo-server answers `io.engine.clientsCount` here: the
+            // Socket.IO clients connected to this process, not subscriptions.
+            let clients = hub
+                .stats
+                .socketio_clients
+                .load(std::sync::atomic::Ordering::Relaxed);
+            // Node's `process.memoryUsage()` fields; a native process has no
+            // JS heap, so the heap figures are the resident size as well.
+            let rss = crate::metrics::resident_bytes().unwrap_or(0);
             Ok(json!({
-                "subscription_count": subscriptions,
+                "subscription_count": clients,
                 "uptime": started().elapsed().as_secs_f64(),
-                "memory_usage": { "rss": crate::metrics::resident_bytes().unwrap_or(0) },
+                "memory_usage": {
+                    "rss": rss,
+                    "heapTotal": rss,
+                    "heapUsed": rss,
+                    "external": 0,
+                    "arrayBuffers": 0,
+                },
             }))
         }
         ("GET", ["channels"]) => {
@@ -140,22 +150,33 @@ pub async fn handle(
             }
             let body: Body = serde_json::from_slice(body)
                 .map_err(|e| ApiError::new(400, format!("invalid JSON: {e}")))?;
+            // laravel-echo-server's words for a missing field.
+            const INCOMPLETE: &str = "Event must include channel, event name and data";
             let channels = match (body.channel, body.channels) {
                 (Some(c), _) => vec![c],
                 (None, Some(cs)) if !cs.is_empty() => cs,
-                _ => return Err(ApiError::new(400, "channel or channels is required")),
+                _ => return Err(ApiError::new(400, INCOMPLETE)),
             };
             let name = body
                 .name
                 .filter(|n| !n.is_empty())
-                .ok_or_else(|| ApiError::new(400, "name is required"))?;
-            let data = body
-                .data
-                .ok_or_else(|| ApiError::new(400, "data is required"))?;
-            if data.get().len() > hub.app.max_event_bytes + 2 {
+                .ok_or_else(|| ApiError::new(400, INCOMPLETE))?;
+            let data = body.data.ok_or_else(|| ApiError::new(400, INCOMPLETE))?;
+            let limit = hub.app.echo_api_max_event_bytes;
+            if data.get().len() > limit + 2 {
+                hub.stats.dropped("echo_api", "too_large");
+                tracing::warn!(
+                    app_id = %hub.app.id,
+                    bytes = data.get().len(),
+                    limit,
+                    "refused an event posted to the laravel-echo-server API: data over echo_api_max_event_bytes (413)"
+                );
                 return Err(ApiError::new(
                     413,
-                    format!("data is larger than {} bytes", hub.app.max_event_bytes),
+                    format!(
+                        "data is {} bytes, over the app's echo_api_max_event_bytes ({limit})",
+                        data.get().len()
+                    ),
                 ));
             }
             for c in &channels {
@@ -166,6 +187,9 @@ pub async fn handle(
                 .socket_id
                 .filter(|s| !s.is_empty())
                 .map(|s| SocketId::from_raw(&s));
+            // laravel-echo-server's devMode lines, which users grep for.
+            tracing::debug!("Channel: {}", channels.join(", "));
+            tracing::debug!("Event: {name}");
             for channel in channels {
                 let event = Event::message(
                     channel,

@@ -78,6 +78,29 @@ fn check_app_rate(req: &ApiRequest<'_>, hub: &Hub) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A request with no credentials at all (no Bearer, no `auth_key`, no
+/// signature) for an app that has the laravel-echo-server API on: it gets
+/// that API's answer for a missing key, the same 403 as a wrong key (as
+/// laravel-echo-server does), rather than the Pusher API's 401.
+fn no_credentials_for_echo_app(node: &Node, path: &str, params: &[(String, String)]) -> bool {
+    if params
+        .iter()
+        .any(|(k, _)| k == "auth_key" || k == "auth_signature")
+    {
+        return false;
+    }
+    let Some(rest) = path.strip_prefix("/apps/") else {
+        return false;
+    };
+    let id = rest.split('/').next().unwrap_or_default();
+    match node.by_id(id) {
+        Some(hub) => !hub.app.extra_api_keys.is_empty(),
+        // An unknown app: laravel-echo-server's 403 when this node serves
+        // that API at all, else the Pusher API's 404.
+        None => node.hubs().iter().any(|h| !h.app.extra_api_keys.is_empty()),
+    }
+}
+
 /// Routes and answers an `/apps/...` request.
 pub async fn handle(node: &Node, req: &ApiRequest<'_>) -> ApiResult {
     let params = signature::parse_query(req.query);
@@ -92,7 +115,8 @@ pub async fn handle(node: &Node, req: &ApiRequest<'_>) -> ApiResult {
     // is the Pusher API (where a request without credentials is a 401).
     let echo_style = req.bearer.is_some()
         || (param("auth_key").is_some() && param("auth_signature").is_none())
-        || req.path.ends_with("/status");
+        || req.path.ends_with("/status")
+        || no_credentials_for_echo_app(node, req.path, &params);
     if echo_style && let Some(rest) = req.path.strip_prefix("/apps/") {
         let segments: Vec<&str> = rest.split('/').collect();
         return echo::handle(

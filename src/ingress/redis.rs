@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 
 use crate::core::channel::ChannelSpec;
 use crate::core::connection::SocketId;
-use crate::core::event::{Event, RawJson};
+use crate::core::event::{Event, EventKind, RawJson};
 use crate::core::hub::Hub;
 use crate::core::node::Node;
 
@@ -34,23 +34,49 @@ struct LaravelMessage<'a> {
     socket: Option<serde_json::Value>,
 }
 
+/// Why a published message was not delivered: a `/metrics` reason tag
+/// and a sentence for the log.
+#[derive(Debug)]
+pub struct Dropped {
+    pub reason: &'static str,
+    pub problem: String,
+}
+
+fn dropped(reason: &'static str, problem: impl Into<String>) -> Dropped {
+    Dropped {
+        reason,
+        problem: problem.into(),
+    }
+}
+
 /// Turns one published message into an event, or says why it cannot.
-/// The app's limits apply as on the HTTP API: `max_data_bytes` of data and
-/// 200 characters of event name.
+/// `max_data_bytes` is the app's `redis_max_event_bytes` (Laravel's
+/// broadcaster has no limit of its own, so the default is generous); the
+/// event name is limited to 200 characters as on the HTTP API.
 pub fn parse_message(
     channel: &str,
     payload: &[u8],
     max_data_bytes: usize,
-) -> Result<Event, String> {
-    let msg: LaravelMessage =
-        serde_json::from_slice(payload).map_err(|e| format!("not a Laravel broadcast ({e})"))?;
-    ChannelSpec::parse(channel).map_err(|e| format!("bad channel: {e}"))?;
+) -> Result<Event, Dropped> {
+    let msg: LaravelMessage = serde_json::from_slice(payload)
+        .map_err(|e| dropped("not_a_broadcast", format!("not a Laravel broadcast ({e})")))?;
+    ChannelSpec::parse(channel).map_err(|e| dropped("bad_channel", format!("bad channel: {e}")))?;
     if msg.event.is_empty() || msg.event.len() > 200 {
-        return Err("event name must be 1 to 200 characters".into());
+        return Err(dropped(
+            "bad_event_name",
+            "event name must be 1 to 200 characters",
+        ));
     }
-    if msg.data.is_some_and(|d| d.get().len() > max_data_bytes + 2) {
-        return Err(format!(
-            "data is larger than the app's max_event_bytes ({max_data_bytes})"
+    if let Some(d) = msg.data
+        && d.get().len() > max_data_bytes + 2
+    {
+        return Err(dropped(
+            "too_large",
+            format!(
+                "data is {} bytes, over the app's redis_max_event_bytes ({max_data_bytes}; \
+                 RESONANCE_APP_REDIS_MAX_EVENT_BYTES raises it)",
+                d.get().len()
+            ),
         ));
     }
     let exclude = match msg.socket {
@@ -64,17 +90,20 @@ pub fn parse_message(
     Ok(Event::message(channel, msg.event, data, exclude))
 }
 
-/// Warns once per channel, so a misbehaving publisher cannot flood the log.
-struct WarnOnce(Mutex<HashSet<String>>);
+/// Warns once per channel and reason, so a misbehaving publisher cannot
+/// flood the log (every drop is counted in `/metrics` all the same).
+struct WarnOnce(Mutex<HashSet<(String, &'static str)>>);
 
 impl WarnOnce {
-    fn warn(&self, channel: &str, problem: &str) {
+    fn warn(&self, app_id: &str, channel: &str, drop: &Dropped) {
         let mut seen = self.0.lock();
-        if seen.len() < 1024 && seen.insert(channel.to_string()) {
+        if seen.len() < 1024 && seen.insert((channel.to_string(), drop.reason)) {
             tracing::warn!(
+                app_id,
                 channel,
-                problem,
-                "dropped a Redis message (further ones on this channel are not logged)"
+                reason = drop.reason,
+                problem = %drop.problem,
+                "dropped a Redis message (counted in resonance_dropped_events_total; further ones on this channel for this reason are not logged)"
             );
         }
     }
@@ -114,10 +143,22 @@ pub async fn run(node: Arc<Node>, hub: Arc<Hub>) {
                     }
                     // Every node consumes Laravel's publishes itself, so the
                     // event goes to this node's clients only (no re-broadcast).
-                    match parse_message(channel, msg.get_payload_bytes(), hub.app.max_event_bytes) {
-                        Ok(event) => node.deliver_queued(&hub, Arc::new(event)).await,
+                    match parse_message(
+                        channel,
+                        msg.get_payload_bytes(),
+                        hub.app.redis_max_event_bytes,
+                    ) {
+                        Ok(event) => {
+                            // laravel-echo-server's devMode lines, which users grep for.
+                            if let EventKind::Message { name, .. } = &event.kind {
+                                tracing::debug!("Channel: {}{channel}", prefix);
+                                tracing::debug!("Event: {name}");
+                            }
+                            node.deliver_queued(&hub, Arc::new(event)).await
+                        }
                         Err(problem) => {
                             hub.stats.error("redis_bad_message");
+                            hub.stats.dropped("redis", problem.reason);
                             if prefix.is_empty()
                                 && (channel.contains("_database_")
                                     || channel.contains("-database-"))
@@ -127,7 +168,7 @@ pub async fn run(node: Arc<Node>, hub: Arc<Hub>) {
                                     "this looks like a Laravel key prefix: set redis_prefix"
                                 );
                             }
-                            warned.warn(channel, &problem);
+                            warned.warn(&hub.app.id, channel, &problem);
                         }
                     }
                 }
@@ -168,7 +209,6 @@ fn glob_escape(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::event::EventKind;
 
     #[test]
     fn laravel_payloads() {
@@ -197,7 +237,19 @@ mod tests {
         assert!(parse_message("orders", br#"{"data":{}}"#, 100).is_err());
         assert!(parse_message("bad channel", br#"{"event":"X","data":{}}"#, 100).is_err());
         let big = format!(r#"{{"event":"X","data":"{}"}}"#, "x".repeat(200));
-        assert!(parse_message("orders", big.as_bytes(), 100).is_err());
+        assert_eq!(
+            parse_message("orders", big.as_bytes(), 100)
+                .err()
+                .map(|d| d.reason),
+            Some("too_large")
+        );
+        assert!(parse_message("orders", big.as_bytes(), 202).is_ok());
+        assert_eq!(
+            parse_message("orders", b"not json", 100)
+                .err()
+                .map(|d| d.reason),
+            Some("not_a_broadcast")
+        );
     }
 
     #[test]

@@ -72,6 +72,44 @@ struct Session {
     /// The connection's place in the app's quota, released when the
     /// session is dropped (on disconnect, or with the socket otherwise).
     _slot: ConnectionSlot,
+    /// Counts the client in the echo API's `status` while it lives.
+    _counted: ClientCount,
+}
+
+/// One connected Socket.IO client in `AppStats::socketio_clients`
+/// (laravel-echo-server's `/status` `subscription_count`), given back on drop.
+pub struct ClientCount(Arc<Hub>);
+
+impl ClientCount {
+    pub fn new(hub: &Arc<Hub>) -> Self {
+        hub.stats
+            .socketio_clients
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ClientCount(hub.clone())
+    }
+}
+
+impl Drop for ClientCount {
+    fn drop(&mut self) {
+        self.0
+            .stats
+            .socketio_clients
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// socket.io's words for why a client left, as laravel-echo-server's
+/// devMode prints them (`left channel: x (transport close)`).
+fn leave_reason(reason: &DisconnectReason) -> &'static str {
+    match reason {
+        DisconnectReason::TransportClose => "transport close",
+        DisconnectReason::TransportError => "transport error",
+        DisconnectReason::HeartbeatTimeout => "ping timeout",
+        DisconnectReason::ClosingServer => "server shutting down",
+        DisconnectReason::MultipleHttpPollingError | DisconnectReason::PacketParsingError => {
+            "parse error"
+        }
+    }
 }
 
 type Sock = Arc<Socket<SocketState>>;
@@ -141,6 +179,7 @@ impl SocketIoFrontend {
             rate: RateLimit::default(),
             cookie,
             _slot: slot,
+            _counted: ClientCount::new(&self.hub),
         });
         // The pump: core outbox → engine socket, until either side closes.
         let (socket, shutdown) = (socket.clone(), self.shutdown.clone());
@@ -273,6 +312,7 @@ impl SocketIoFrontend {
                     };
                     match verdict {
                         Verdict::Allowed { channel_data } => {
+                            tracing::debug!("{} authenticated for: {channel}", socket.id);
                             this.join(&socket, &spec, channel_data.as_deref())
                         }
                         Verdict::Refused { status, reason } => {
@@ -280,7 +320,8 @@ impl SocketIoFrontend {
                                 channel,
                                 status,
                                 reason,
-                                "Socket.IO subscription refused by the auth endpoint"
+                                "{} could not be authenticated to {channel}",
+                                socket.id
                             );
                             this.hub.stats.error("subscription_refused");
                             Self::emit(&socket, wire::subscription_error(&channel, status));
@@ -335,6 +376,7 @@ impl SocketIoFrontend {
             channel: channel.into(),
             member: member_key,
         });
+        tracing::debug!("{} joined channel: {channel}", socket.id);
     }
 
     fn unsubscribe(&self, socket: &Sock, arg: Option<&RawValue>) {
@@ -357,6 +399,7 @@ impl SocketIoFrontend {
         {
             let sub = session.subscriptions.swap_remove(pos);
             self.leave(&session.conn, &sub, &session.subscriptions);
+            tracing::debug!("{} left channel: {} (unsubscribed)", socket.id, sub.channel);
         }
     }
 
@@ -433,12 +476,18 @@ impl EngineIoHandler for SocketIoFrontend {
         }
     }
 
-    fn on_disconnect(&self, socket: Sock, _reason: DisconnectReason) {
+    fn on_disconnect(&self, socket: Sock, reason: DisconnectReason) {
         let Some(mut session) = socket.data.0.lock().take() else {
             return;
         };
         for sub in std::mem::take(&mut session.subscriptions) {
             self.leave(&session.conn, &sub, &[]);
+            tracing::debug!(
+                "{} left channel: {} ({})",
+                socket.id,
+                sub.channel,
+                leave_reason(&reason)
+            );
         }
         session.conn.terminate(1000, "disconnected");
         // Dropping `session` releases its connection slot.
