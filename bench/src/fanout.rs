@@ -11,8 +11,9 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::Instant as TInstant;
 use tokio_websockets::{CloseCode, Message};
 
-use crate::http::Api;
+use crate::http::{Api, HttpConn};
 use crate::pusher::{self, Step, Target, Ws};
+use crate::sio::{self, Proto, Publish, RedisPub};
 use crate::stats::{self, H, K, Usage};
 use crate::{ChurnArgs, Ctx, FanoutArgs, Outcome};
 
@@ -93,6 +94,24 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs, churn: Option<&ChurnArgs>) -> Outcom
     let setup_failures = stats::fails_total();
     let measured: u64 = per_channel.iter().map(|c| c.load(Relaxed)).sum();
     tokio::time::sleep(Duration::from_millis(500)).await;
+    if ctx.common.proto != Proto::Pusher {
+        // Socket.IO subscribes are not answered: wait for the server to count them.
+        settle_subscriptions(ctx, &channels, subscribed).await;
+    }
+    let redis_addr = match (&ctx.common.publish, &ctx.common.redis) {
+        (Publish::Redis, Some(url)) => match sio::redis_addr(url).await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("--redis: {e}");
+                None
+            }
+        },
+        (Publish::Redis, None) => {
+            eprintln!("--publish redis needs --redis");
+            None
+        }
+        _ => None,
+    };
 
     // Publish.
     stats::set_phase("publish");
@@ -118,6 +137,10 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs, churn: Option<&ChurnArgs>) -> Outcom
                 channels: channels.clone(),
                 per_channel: per_channel.clone(),
                 pad: pad.clone(),
+                publish: ctx.common.publish,
+                echo_key: ctx.common.echo_key.clone().unwrap_or_default().into(),
+                redis: redis_addr,
+                redis_prefix: ctx.common.redis_prefix.clone().into(),
             }
             .run(),
         )
@@ -300,13 +323,107 @@ struct Publisher {
     channels: Arc<Vec<String>>,
     per_channel: Arc<Vec<AtomicU64>>,
     pad: Arc<str>,
+    publish: Publish,
+    echo_key: Arc<str>,
+    redis: Option<std::net::SocketAddr>,
+    redis_prefix: Arc<str>,
+}
+
+/// Waits (up to 30 s) until the server counts `want` subscriptions on `channels`, through
+/// the laravel-echo-server API (`--echo-key`); without a key, waits 2 s.
+async fn settle_subscriptions(ctx: &Ctx, channels: &[String], want: u64) {
+    let Some(key) = ctx.common.echo_key.as_deref() else {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        return;
+    };
+    let deadline = TInstant::now() + Duration::from_secs(30);
+    let mut last = 0;
+    while TInstant::now() < deadline {
+        if let Ok(mut c) = ctx.api.connect().await
+            && let Ok((200, body)) = ctx.api.echo_channels(&mut c, key).await
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
+        {
+            last = channels
+                .iter()
+                .filter_map(|ch| v["channels"][ch]["subscription_count"].as_u64())
+                .sum::<u64>();
+            if last >= want {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("warning: the server counts {last} of {want} subscriptions after 30 s");
 }
 
 impl Publisher {
+    /// One publish on the chosen path: the HTTP status (Redis: 200 when at least one
+    /// server received it, 503 when none did).
+    async fn send(
+        &self,
+        conn: &mut Option<HttpConn>,
+        rconn: &mut Option<RedisPub>,
+        ch: usize,
+        ts: u64,
+    ) -> Option<u16> {
+        let channel = &self.channels[ch];
+        if self.publish == Publish::Redis {
+            let addr = self.redis?;
+            for _ in 0..2 {
+                if rconn.is_none() {
+                    *rconn = RedisPub::connect(addr).await.ok();
+                }
+                let c = rconn.as_mut()?;
+                let key = format!("{}{channel}", self.redis_prefix);
+                match c
+                    .publish(key.as_bytes(), &sio::laravel_payload(ts, &self.pad))
+                    .await
+                {
+                    Ok(n) => return Some(if n > 0 { 200 } else { 503 }),
+                    Err(_) => *rconn = None,
+                }
+            }
+            return None;
+        }
+        let body = match self.publish {
+            Publish::EchoApi => sio::echo_api_body(channel, ts, &self.pad),
+            _ => event_body(channel, ts, &self.pad),
+        };
+        for attempt in 0..2 {
+            let reused = conn.is_some();
+            if conn.is_none() {
+                *conn = Some(self.api.connect().await.ok()?);
+            }
+            let c = conn.as_mut()?;
+            let r = match self.publish {
+                Publish::EchoApi => self.api.publish_echo(c, &self.echo_key, &body).await,
+                _ => self.api.publish(c, &body).await,
+            };
+            match r {
+                Ok(s) => {
+                    if c.closed {
+                        *conn = None;
+                    }
+                    return Some(s);
+                }
+                Err(_) => {
+                    *conn = None;
+                    // A reused keep-alive connection may have been closed by the server
+                    // while idle: retry once on a fresh one.
+                    if !reused || attempt == 1 {
+                        return None;
+                    }
+                }
+            }
+        }
+        None
+    }
+
     /// Take the next event number, wait for its due time, publish it. Several publishers
     /// share the schedule, each with its own keep-alive connection.
     async fn run(self) {
         let mut conn = None;
+        let mut rconn = None;
         loop {
             let k = self.next.fetch_add(1, Relaxed);
             if k >= self.planned {
@@ -320,37 +437,9 @@ impl Publisher {
             }
             let ch = (k % self.channels.len() as u64) as usize;
             let ts = stats::now_micros();
-            let body = event_body(&self.channels[ch], ts, &self.pad);
             stats::inc(K::Published);
             let t0 = Instant::now();
-            let mut status = None;
-            for attempt in 0..2 {
-                let reused = conn.is_some();
-                if conn.is_none() {
-                    match self.api.connect().await {
-                        Ok(c) => conn = Some(c),
-                        Err(_) => break,
-                    }
-                }
-                let Some(c) = conn.as_mut() else { break };
-                match self.api.publish(c, &body).await {
-                    Ok(s) => {
-                        if c.closed {
-                            conn = None;
-                        }
-                        status = Some(s);
-                        break;
-                    }
-                    Err(_) => {
-                        conn = None;
-                        // A reused keep-alive connection may have been closed by the server
-                        // while idle: retry once on a fresh one.
-                        if !reused || attempt == 1 {
-                            break;
-                        }
-                    }
-                }
-            }
+            let status = self.send(&mut conn, &mut rconn, ch, ts).await;
             stats::record(H::Api, t0.elapsed().as_micros() as u64);
             match status {
                 Some(s) if (200..300).contains(&s) => {

@@ -91,6 +91,36 @@ impl Api {
     }
 }
 
+impl Api {
+    /// laravel-echo-server API: `POST /apps/{id}/events` with `Authorization: Bearer`.
+    pub async fn publish_echo(
+        &self,
+        conn: &mut HttpConn,
+        key: &str,
+        body: &[u8],
+    ) -> io::Result<u16> {
+        conn.req =
+            crate::sio::echo_api_request(&self.host_header, &self.prefix, &self.app_id, key, body);
+        let status = conn.roundtrip().await?;
+        Ok(effective_status(status, &conn.body))
+    }
+
+    /// laravel-echo-server API: `GET /apps/{id}/channels` (Bearer); status and body.
+    pub async fn echo_channels(
+        &self,
+        conn: &mut HttpConn,
+        key: &str,
+    ) -> io::Result<(u16, Vec<u8>)> {
+        conn.req = format!(
+            "GET {}/apps/{}/channels HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {key}\r\n\r\n",
+            self.prefix, self.app_id, self.host_header
+        )
+        .into_bytes();
+        let status = conn.roundtrip().await?;
+        Ok((status, std::mem::take(&mut conn.body)))
+    }
+}
+
 fn effective_status(status: u16, body: &[u8]) -> u16 {
     if !(200..300).contains(&status) || !body.windows(7).any(|w| w == b"\"error\"") {
         return status;

@@ -9,6 +9,7 @@ mod idle;
 mod presence;
 mod pusher;
 mod report;
+mod sio;
 mod stats;
 mod tls;
 
@@ -83,6 +84,23 @@ pub struct Common {
     /// No progress lines.
     #[arg(long, global = true)]
     pub quiet: bool,
+    /// The subscribers' wire: pusher, eio4 (socket.io-client 4.x) or eio3 (2.x).
+    #[arg(long, global = true, value_enum, default_value = "pusher")]
+    pub proto: sio::Proto,
+    /// How fanout publishes: api (signed Pusher API), echo-api (laravel-echo-server API,
+    /// needs --echo-key) or redis (Laravel's broadcaster, needs --redis).
+    #[arg(long, global = true, value_enum, default_value = "api")]
+    pub publish: sio::Publish,
+    /// laravel-echo-server API key (its `clients` key; Resonance's extra_api_keys). With
+    /// Socket.IO subscribers it is also used to wait for the server's subscription counts.
+    #[arg(long, global = true)]
+    pub echo_key: Option<String>,
+    /// Redis for --publish redis, e.g. redis://127.0.0.1:6379.
+    #[arg(long, global = true)]
+    pub redis: Option<String>,
+    /// Laravel's Redis key prefix, put before the channel name on PUBLISH.
+    #[arg(long, global = true, default_value = "")]
+    pub redis_prefix: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -246,6 +264,7 @@ fn main() {
 
 async fn async_main(cli: Cli, nofile: Option<u64>) -> i32 {
     let c = cli.common;
+    sio::set_proto(c.proto);
     // The API goes to the first URL; subscribers spread over all of them.
     let first_url = c
         .url
@@ -313,6 +332,8 @@ fn emit(ctx: &Ctx, mode: &str, out: Outcome, nofile: Option<u64>) -> i32 {
         "label": c.label,
         "tag": c.tag,
         "url": c.url,
+        "proto": format!("{:?}", c.proto).to_lowercase(),
+        "publish": format!("{:?}", c.publish).to_lowercase(),
         "unix_time": stats::now_micros() / 1_000_000,
         "ok": out.ok,
         "tool": {

@@ -11,6 +11,7 @@ use sha2::Sha256;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_websockets::{ClientBuilder, Message, WebSocketStream};
 
+use crate::sio::{self, Proto};
 use crate::stats::{self, Fail, H, K};
 use crate::tls::Stream;
 
@@ -110,10 +111,19 @@ impl Target {
             } else {
                 u.host.clone()
             };
-            let uri = format!(
-                "{}://{host}:{}{}/app/{key}?protocol=7&client=js&version=8.4.0&flash=false",
-                u.scheme, u.port, u.prefix
-            );
+            let uri = match sio::proto() {
+                Proto::Pusher => format!(
+                    "{}://{host}:{}{}/app/{key}?protocol=7&client=js&version=8.4.0&flash=false",
+                    u.scheme, u.port, u.prefix
+                ),
+                p => format!(
+                    "{}://{host}:{}{}{}",
+                    u.scheme,
+                    u.port,
+                    u.prefix,
+                    sio::ws_path(p)
+                ),
+            };
             let builder = ClientBuilder::new()
                 .uri(&uri)
                 .map_err(|e| format!("bad websocket uri {uri}: {e}"))?;
@@ -178,6 +188,10 @@ impl Target {
             .connect_on(stream)
             .await
             .map_err(|_| Fail::Handshake)?;
+        if sio::proto() != Proto::Pusher {
+            let sid = sio::handshake(&mut ws, sio::proto()).await?;
+            return Ok((ws, sid));
+        }
         loop {
             let m = read_text(&mut ws).await?;
             let Some(text) = m.as_text() else { continue };
@@ -206,7 +220,13 @@ impl Target {
         let t0 = Instant::now();
         let r = tokio::time::timeout(self.timeout, async {
             let (mut ws, _) = self.open().await?;
-            subscribe(&mut ws, channel, None, None, |_| {}).await?;
+            if sio::proto() == Proto::Pusher {
+                subscribe(&mut ws, channel, None, None, |_| {}).await?;
+            } else {
+                // Echo's protocol has no answer to a public subscribe: the caller
+                // checks the server's subscription counts before publishing.
+                sio::subscribe(&mut ws, channel).await?;
+            }
             Ok::<_, Fail>(ws)
         })
         .await
@@ -416,6 +436,13 @@ pub async fn on_item(
                 stats::inc(counter);
                 return Step::Delivery;
             }
+            if b == b"2" {
+                // Engine.IO 4: the server's ping.
+                if sio::pong(ws).await.is_err() {
+                    return Step::Closed(None);
+                }
+                return Step::Nothing;
+            }
             match event_name(b) {
                 Some(b"pusher:ping") => {
                     if pong(ws).await.is_err() {
@@ -439,6 +466,25 @@ pub async fn on_item(
 /// Read until the connection closes; counts deliveries into `counter`.
 /// Returns the close code, if any.
 pub async fn drain(ws: &mut Ws, counter: K) -> Option<u16> {
+    if sio::proto() == Proto::Eio3 {
+        // Engine.IO 3: the client pings.
+        let start = tokio::time::Instant::now() + sio::EIO3_PING;
+        let mut tick = tokio::time::interval_at(start, sio::EIO3_PING);
+        loop {
+            tokio::select! {
+                item = ws.next() => {
+                    if let Step::Closed(code) = on_item(ws, item, counter).await {
+                        return code;
+                    }
+                }
+                _ = tick.tick() => {
+                    if sio::ping(ws).await.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
     loop {
         let item = ws.next().await;
         if let Step::Closed(code) = on_item(ws, item, counter).await {
