@@ -26,16 +26,30 @@ start_node() {
   for _ in $(seq 50); do curl -s -m 1 "http://127.0.0.1:$1/ready" | grep -q ready && return; sleep 0.1; done
   echo "node on $1 did not become ready" >&2; exit 1
 }
+# CPU seconds (utime + stime) of the given pids, summed.
+cpu_s() { python3 -c '
+import os, sys
+t = 0
+for p in sys.argv[1:]:
+    f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+    t += int(f[11]) + int(f[12])
+print(t / os.sysconf("SC_CLK_TCK"))' "$@"; }
 publishes() { redis-cli -p "$RP" INFO commandstats | sed -n 's/^cmdstat_publish:calls=\([0-9]*\).*/\1/p' | head -1; }
 P1=$(free_port); start_node "$P1" local
 echo "== one node (local adapter)"
+c0=$(cpu_s "${PIDS[@]}")
 "$BENCH" fanout --url "ws://127.0.0.1:$P1" --pid "${PIDS[0]}" --subscribers "$SUBS" --channels 10 --rate "$RATE" --duration "$DUR" --quiet --label one-node --tag cluster-1 2>&1 | grep -E '^(received|latency|server cpu)' || true
+c1=$(cpu_s "${PIDS[@]}")
+echo "node CPU during the run: $(python3 -c "print(round($c1-$c0, 2))") s"
 kill "${PIDS[0]}"; PIDS=()
 A=$(free_port); B=$(free_port)
 start_node "$A" redis; start_node "$B" redis
 before=$(publishes); before=${before:-0}
+c0=$(cpu_s "${PIDS[@]}")
 echo "== two nodes (redis adapter), subscribers spread over both, publisher on the first"
 "$BENCH" fanout --url "ws://127.0.0.1:$A,ws://127.0.0.1:$B" --pid "${PIDS[0]}" --subscribers "$SUBS" --channels 10 --rate "$RATE" --duration "$DUR" --quiet --label two-nodes --tag cluster-2 2>&1 | grep -E '^(received|latency|server cpu)' || true
 after=$(publishes); after=${after:-0}
+c1=$(cpu_s "${PIDS[@]}")
+echo "both nodes' CPU during the run, summed: $(python3 -c "print(round($c1-$c0, 2))") s"
 events=$((RATE * DUR))
 echo "redis PUBLISH calls during the run: $((after - before)) for $events events ($(python3 -c "print(round(($after-$before)/$events, 3))") per event)"
