@@ -30,7 +30,8 @@
 //!   laravel-echo-server-style API), [`ingress`] (Laravel's `redis`
 //!   broadcaster over Redis pub/sub).
 //! - Egress: [`auth_endpoint`] (asking the app's `/broadcasting/auth` with
-//!   the user's cookies).
+//!   the user's cookies), [`webhooks`] (Pusher's webhooks, a subscriber of
+//!   the happenings stream).
 //! - Engines: [`adapter`] (the Redis cluster adapter behind
 //!   [`core::adapter::Adapter`]).
 //! - [`server`] — accept loop, per-connection limits, routing, readiness
@@ -56,4 +57,5 @@ pub mod server;
 pub mod signing;
 pub mod socketio;
 pub mod tls;
+pub mod webhooks;
 pub mod ws;

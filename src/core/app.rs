@@ -61,6 +61,8 @@ pub struct AppConfig {
     /// HTTP API requests per second accepted for this app; 0 means
     /// unlimited (over → 429).
     pub max_api_rate: u32,
+    /// Webhook targets (`[[apps.webhooks]]`): who hears what happens.
+    pub webhooks: Vec<super::webhook_target::WebhookTarget>,
 }
 
 impl Default for AppConfig {
@@ -88,6 +90,7 @@ impl Default for AppConfig {
             extra_api_keys: Vec::new(),
             max_subscriptions_per_connection: 100,
             max_api_rate: 0,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -157,6 +160,9 @@ impl AppConfig {
         }
         if self.auth_timeout == 0 {
             return bad("auth_timeout", "must be at least 1 second");
+        }
+        for (i, target) in self.webhooks.iter().enumerate() {
+            target.validate(&format!("{prefix}.webhooks[{i}]"))?;
         }
         if self.client_event_rate == 0 && self.client_events {
             return bad(

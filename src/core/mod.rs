@@ -13,3 +13,4 @@ pub mod node;
 pub mod rules;
 pub mod settle;
 pub mod stats;
+pub mod webhook_target;
