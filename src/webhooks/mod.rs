@@ -46,7 +46,7 @@ pub const LINGER: Duration = Duration::from_millis(20);
 /// How long a failing request is retried before its events are dropped.
 pub const RETRY_FOR: Duration = Duration::from_secs(5 * 60);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// One configured target of one app.
 struct Target {
@@ -232,11 +232,29 @@ pub fn body(time_ms: u64, events: &[String]) -> String {
     body
 }
 
+/// The request's headers and body, signed now.
+fn signed(target: &Target, events: &[String]) -> (Vec<(HeaderName, HeaderValue)>, bytes::Bytes) {
+    let app = &target.hub.app;
+    let body = body(now_ms(), events);
+    let signature = crate::signing::hmac_sha256_hex(&app.secret, body.as_bytes());
+    let mut headers = target.headers.clone();
+    headers.extend([
+        (
+            HeaderName::from_static("x-pusher-key"),
+            HeaderValue::from_str(&app.key).unwrap_or(HeaderValue::from_static("")),
+        ),
+        (
+            HeaderName::from_static("x-pusher-signature"),
+            HeaderValue::from_str(&signature).unwrap_or(HeaderValue::from_static("")),
+        ),
+    ]);
+    (headers, bytes::Bytes::from(body))
+}
+
 /// Sends a target's queue, batch after batch, each retried until it is
 /// delivered or [`RETRY_FOR`] has passed.
 async fn send_loop(target: Arc<Target>) {
     let stats = &target.hub.stats.webhooks;
-    let app = &target.hub.app;
     loop {
         if target.queue.lock().is_empty() {
             target.wake.notified().await;
@@ -247,24 +265,13 @@ async fn send_loop(target: Arc<Target>) {
             continue;
         }
         let n = events.len() as u64;
-        let body = body(now_ms(), &events);
-        let signature = crate::signing::hmac_sha256_hex(&app.secret, body.as_bytes());
-        let mut headers = target.headers.clone();
-        headers.extend([
-            (
-                HeaderName::from_static("x-pusher-key"),
-                HeaderValue::from_str(&app.key).unwrap_or(HeaderValue::from_static("")),
-            ),
-            (
-                HeaderName::from_static("x-pusher-signature"),
-                HeaderValue::from_str(&signature).unwrap_or(HeaderValue::from_static("")),
-            ),
-        ]);
-        let body = bytes::Bytes::from(body);
         let started = Instant::now();
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match post::post(&target.url, &headers, body.clone()).await {
+            // Signed afresh on every attempt: validators refuse a
+            // `time_ms` older than 5 minutes.
+            let (headers, body) = signed(&target, &events);
+            match post::post(&target.url, &headers, body).await {
                 Ok(()) => {
                     stats.sent.fetch_add(n, Relaxed);
                     break;
