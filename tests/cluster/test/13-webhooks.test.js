@@ -46,7 +46,7 @@ after(async () => {
 
 const HOLD_MS = 3000;
 
-test('one node (local adapter): occupied, member, client event, cache miss; vacated/removed after the 3 s hold; a reload sends nothing', async () => {
+test('one node (local adapter): occupied, member, client event, cache miss; vacated/removed after the 3 s hold; a reload sends nothing', async (t) => {
   const node = await cluster.startNode({ label: 'L', env: { ...webhookEnv(receiver), RESONANCE_ADAPTER: 'local' } });
   const ch = `presence-wh-${uid()}`;
   const a = await RawClient.connect(node);
@@ -90,6 +90,7 @@ test('one node (local adapter): occupied, member, client event, cache miss; vaca
   assert.equal(await receiver.count({ name: 'member_removed', channel: ch, user_id: '42' }), 0, 'member_removed was not held');
   const removed = await receiver.waitFor({ name: 'member_removed', channel: ch, user_id: '42' }, 6000);
   assert.ok(removed.at_ms - left >= HOLD_MS - 100, `member_removed came ${removed.at_ms - left} ms after the leave`);
+  t.diagnostic(`webhook latency (one node): member_removed received ${removed.at_ms - left} ms after the close (hold ${HOLD_MS} ms)`);
   // b's close also vacated `reload` (after its reload): one vacated, one occupied in all.
   await receiver.waitFor({ name: 'channel_vacated', channel: reload }, 6000);
   assert.equal(await receiver.count({ name: 'channel_occupied', channel: reload }), 1, 'the reload re-sent channel_occupied');
@@ -102,7 +103,7 @@ test('one node (local adapter): occupied, member, client event, cache miss; vaca
   await node.stop();
 });
 
-test('cluster: several tabs on several nodes give one member_added / channel_occupied, and the last leave one member_removed / channel_vacated', async () => {
+test('cluster: several tabs on several nodes give one member_added / channel_occupied, and the last leave one member_removed / channel_vacated', async (t) => {
   const [A, B, C] = await cluster.startCluster(3, { env: webhookEnv(receiver), labels: ['A1', 'B1', 'C1'] });
   const ch = `presence-tabs-${uid()}`;
   const tabA = await RawClient.connect(A);
@@ -129,6 +130,7 @@ test('cluster: several tabs on several nodes give one member_added / channel_occ
   tabB2.close();
   const removed = await receiver.waitFor({ name: 'member_removed', channel: ch, user_id: '7' }, 8000);
   assert.ok(removed.at_ms - left >= HOLD_MS - 100, `held ${removed.at_ms - left} ms`);
+  t.diagnostic(`webhook latency (3 nodes): member_removed received ${removed.at_ms - left} ms after the close (hold ${HOLD_MS} ms)`);
   other.close();
   await receiver.waitFor({ name: 'channel_vacated', channel: ch }, 8000);
   await sleep(SETTLE_MS);
