@@ -69,6 +69,8 @@ pub struct AppConfig {
     /// (`POST /apps/{id}/events` with a Bearer key), in bytes (default
     /// 1 MiB; the request itself is bounded by `server.max_request_bytes`).
     pub echo_api_max_event_bytes: usize,
+    /// Webhook targets (`[[apps.webhooks]]`): who hears what happens.
+    pub webhooks: Vec<super::webhook_target::WebhookTarget>,
 }
 
 impl Default for AppConfig {
@@ -98,6 +100,7 @@ impl Default for AppConfig {
             max_api_rate: 0,
             redis_max_event_bytes: 1024 * 1024,
             echo_api_max_event_bytes: 1024 * 1024,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -173,6 +176,9 @@ impl AppConfig {
         }
         if self.auth_timeout == 0 {
             return bad("auth_timeout", "must be at least 1 second");
+        }
+        for (i, target) in self.webhooks.iter().enumerate() {
+            target.validate(&format!("{prefix}.webhooks[{i}]"))?;
         }
         if self.client_event_rate == 0 && self.client_events {
             return bad(

@@ -165,6 +165,7 @@ impl SocketIoFrontend {
             &SOCKETIO_WIRE,
             self.outbox_limit,
         );
+        self.hub.connection_opened(&conn);
         let cookie = socket
             .req_parts
             .headers
@@ -460,6 +461,7 @@ impl SocketIoFrontend {
             },
             exclude,
         );
+        self.hub.client_event_relayed(&event);
         self.node.publish(&self.hub, event);
     }
 }
@@ -490,6 +492,7 @@ impl EngineIoHandler for SocketIoFrontend {
             );
         }
         session.conn.terminate(1000, "disconnected");
+        self.hub.connection_closed(&session.conn);
         // Dropping `session` releases its connection slot.
     }
 
