@@ -961,3 +961,106 @@ async fn the_client_event_hook_relays_replaces_and_drops() {
     assert!(metric(server.addr, "client_event_hook_dropped").await >= 1);
     server.shutdown().await;
 }
+
+/// A Socket.IO 3/4 client (engine.io v4) connected to `/`.
+async fn sio_v4(addr: SocketAddr) -> Client {
+    let mut c = connect(addr, "/socket.io/?EIO=4&transport=websocket").await;
+    let open = next_text(&mut c).await;
+    assert!(open.starts_with('0'), "{open}");
+    send_text(&mut c, "40").await;
+    loop {
+        let text = next_text(&mut c).await;
+        if text == "2" {
+            send_text(&mut c, "3").await;
+            continue;
+        }
+        assert!(text.starts_with("40"), "{text}");
+        return c;
+    }
+}
+
+/// The next Socket.IO event (`42[...]`), answering pings on the way.
+async fn sio_event(c: &mut Client) -> Value {
+    loop {
+        let text = next_text(c).await;
+        if text == "2" {
+            send_text(c, "3").await;
+            continue;
+        }
+        if let Some(array) = text.strip_prefix("42") {
+            return serde_json::from_str(array).unwrap();
+        }
+        panic!("unexpected packet {text:?}");
+    }
+}
+
+async fn sio_emit(c: &mut Client, name: &str, arg: Value) {
+    send_text(c, &format!("42{}", json!([name, arg]))).await;
+}
+
+#[tokio::test]
+async fn the_client_event_hook_vets_socketio_whispers_too() {
+    // The same app is the auth endpoint (any call without our event header)
+    // and the hook.
+    let script: Script = Arc::new(|call: &Call| match call.event.as_str() {
+        "client_event" => match call.body["event"].as_str() {
+            Some("client-deny") => answer(403, "{}"),
+            _ => ok(json!({"data": {"vetted": call.body["data"]}})),
+        },
+        _ => ok(json!({"auth": "x"})),
+    });
+    let mut app = App::start(script).await;
+    let mut config = config();
+    config.apps[0].client_event_hook = Some(app.url());
+    config.apps[0].auth_endpoint = Some(format!("http://{}/broadcasting/auth", app.addr));
+    config.validate().unwrap();
+    let server = serve(config).await;
+    let mut a = sio_v4(server.addr).await;
+    let mut b = sio_v4(server.addr).await;
+    for c in [&mut a, &mut b] {
+        sio_emit(
+            c,
+            "subscribe",
+            json!({"channel": "private-chat", "auth": {"headers": {}}}),
+        )
+        .await;
+    }
+    // Socket.IO has no subscription acknowledgement: wait for both.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (_, text) = api(
+            server.addr,
+            "GET",
+            "/apps/100000/channels/private-chat",
+            "info=subscription_count",
+            "",
+        )
+        .await;
+        if json(&text)["subscription_count"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "subscriptions never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sio_emit(
+        &mut a,
+        "client event",
+        json!({"channel": "private-chat", "event": "client-deny", "data": {"n": 1}}),
+    )
+    .await;
+    let call = app.next("client_event").await;
+    assert_eq!(call.body["event"], "client-deny");
+    assert_eq!(call.body["channel"], "private-chat");
+    sio_emit(
+        &mut a,
+        "client event",
+        json!({"channel": "private-chat", "event": "client-typing", "data": {"n": 2}}),
+    )
+    .await;
+    assert_eq!(
+        sio_event(&mut b).await,
+        json!(["client-typing", "private-chat", {"vetted": {"n": 2}}]),
+        "the denied whisper was dropped; the allowed one carries the app's data"
+    );
+    server.shutdown().await;
+}

@@ -278,10 +278,13 @@ impl HandlerRoute {
     /// The per-connection handler task for an accepted connection.
     pub(crate) fn handler_for(self: &Arc<Self>, accepted: Accepted) -> Handler {
         let route = self.clone();
-        let accepted = Mutex::new(Some(accepted));
+        let pending = PendingAccept {
+            route: self.clone(),
+            accepted: Mutex::new(Some(accepted)),
+        };
         Handler::from_task(move |ws| {
             let route = route.clone();
-            let accepted = accepted.lock().take();
+            let accepted = pending.accepted.lock().take();
             async move {
                 if let Some(accepted) = accepted {
                     route.run(accepted, ws).await;
@@ -402,6 +405,47 @@ impl HandlerRoute {
             self.log_failure("message", &e, "handler_bad_action");
         }
         actions::run(sockets, conn, self.path(), parsed);
+    }
+}
+
+/// An accepted connection until its task starts. If the upgrade never
+/// completes (the client vanished after the app said yes), the app still
+/// hears `close` (1006) for the socket it accepted.
+struct PendingAccept {
+    route: Arc<HandlerRoute>,
+    accepted: Mutex<Option<Accepted>>,
+}
+
+impl Drop for PendingAccept {
+    fn drop(&mut self) {
+        let Some(accepted) = self.accepted.lock().take() else {
+            return;
+        };
+        if !self.route.cfg.posts("close") {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let route = self.route.clone();
+        runtime.spawn(async move {
+            let user = accepted
+                .user
+                .as_deref()
+                .map(Value::from)
+                .unwrap_or(Value::Null);
+            let body = json!({
+                "event": "close",
+                "socket_id": accepted.socket_id.as_str(),
+                "user_id": user,
+                "path": accepted.request.path,
+                "params": accepted.request.params,
+                "code": ABNORMAL,
+                "reason": "",
+            });
+            let wait = route.timeout.min(MAX_CLOSE_WAIT);
+            let _ = route.call("close", &body, &accepted.headers, wait).await;
+        });
     }
 }
 
