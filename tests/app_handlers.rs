@@ -27,6 +27,9 @@ use serde_json::{Value, json};
 use signed::*;
 use tokio::sync::{Notify, mpsc};
 
+/// The longest an answer is held for a gate (longer than any wait below).
+const HELD: Duration = Duration::from_secs(20);
+
 /// One call the app received.
 #[derive(Debug, Clone)]
 struct Call {
@@ -135,7 +138,7 @@ impl App {
                                 tokio::time::sleep(answer.delay).await;
                             }
                             if let Some(wait) = &answer.wait {
-                                let _ = tokio::time::timeout(TIMEOUT, wait.notified()).await;
+                                let _ = tokio::time::timeout(HELD, wait.notified()).await;
                             }
                             if let Some(id) = &socket {
                                 *busy.lock().entry(id.clone()).or_default() -= 1;
@@ -160,13 +163,17 @@ impl App {
 
     /// The next call of `event` (others are skipped).
     async fn next(&mut self, event: &str) -> Call {
-        let deadline = Instant::now() + TIMEOUT;
+        self.next_within(event, TIMEOUT).await
+    }
+
+    async fn next_within(&mut self, event: &str, within: Duration) -> Call {
+        let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, self.calls.recv()).await {
                 Ok(Some(call)) if call.event == event => return call,
                 Ok(Some(_)) => {}
-                _ => panic!("no {event} call within {TIMEOUT:?}"),
+                _ => panic!("no {event} call within {within:?}"),
             }
         }
     }
@@ -1063,4 +1070,37 @@ async fn the_client_event_hook_vets_socketio_whispers_too() {
         "the denied whisper was dropped; the allowed one carries the app's data"
     );
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn close_is_posted_at_shutdown_even_while_a_long_message_call_is_in_flight() {
+    // timeout = 30: the message call would outlive the connection task's
+    // 10 s grace after shutdown; the close must still be posted (and here
+    // it is what lets the held message answer go).
+    let gate = Arc::new(Notify::new());
+    let gate2 = gate.clone();
+    let base = chat_script();
+    let script: Script = Arc::new(move |call: &Call| match call.event.as_str() {
+        "message" => Answer {
+            wait: Some(gate2.clone()),
+            ..ok(json!({}))
+        },
+        "close" => {
+            gate2.notify_one();
+            ok(json!({}))
+        }
+        _ => base(call),
+    });
+    let mut app = App::start(script).await;
+    let mut long = route(&app, "/long", &[]);
+    long.timeout = 30;
+    let server = serve(config_with(vec![long])).await;
+    let mut c = chat_client(server.addr, "/long", None).await;
+    send_text(&mut c, "held").await;
+    let _ = app.next("message").await;
+    let stopping = tokio::spawn(server.shutdown());
+    // Within the task's grace (the held answer alone would take 20 s).
+    let close = app.next_within("close", Duration::from_secs(9)).await;
+    assert_eq!(close.body["code"], 1001);
+    let _ = stopping.await;
 }

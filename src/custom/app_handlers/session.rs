@@ -42,9 +42,14 @@ use crate::custom::rooms::joinable;
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub IpAddr);
 
-/// The most a close call may take: the connection's task is given 10 s
-/// after its socket ended.
-const MAX_CLOSE_WAIT: Duration = Duration::from_secs(8);
+/// The connection's task is given 10 s after its socket ended (then it is
+/// aborted): a message call still in flight then gets at most
+/// [`AFTER_END`] more, and the close call at most [`MAX_CLOSE_WAIT`], so
+/// `close` is always posted whatever the route's `timeout`.
+const MAX_CLOSE_WAIT: Duration = Duration::from_secs(5);
+const AFTER_END: Duration = Duration::from_secs(4);
+/// How often an in-flight message call looks whether its socket ended.
+const END_POLL: Duration = Duration::from_millis(100);
 
 /// One `[[routes]]` entry at run time.
 pub(crate) struct HandlerRoute {
@@ -379,10 +384,16 @@ impl HandlerRoute {
                 }
             }
         }
-        let answer = match self
-            .call("message", &body, &accepted.headers, self.timeout)
-            .await
-        {
+        let call = self.call("message", &body, &accepted.headers, self.timeout);
+        tokio::pin!(call);
+        let outcome = tokio::select! {
+            outcome = &mut call => outcome,
+            () = ended(conn) => match tokio::time::timeout(AFTER_END, &mut call).await {
+                Ok(outcome) => outcome,
+                Err(_) => Outcome::TimedOut,
+            },
+        };
+        let answer = match outcome {
             Outcome::Answered { status, body } if (200..300).contains(&status) => body,
             Outcome::Answered { status, .. } => {
                 return self.log_failure("message", &format!("status {status}"), "handler_status");
@@ -456,6 +467,13 @@ impl Accepted {
 
     pub(crate) fn user(&self) -> Option<&str> {
         self.user.as_deref()
+    }
+}
+
+/// Resolves once `conn` has ended.
+async fn ended(conn: &Conn) {
+    while conn.close_status().is_none() {
+        tokio::time::sleep(END_POLL).await;
     }
 }
 
