@@ -5,7 +5,7 @@ import http from 'node:http';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
 const [port, secret] = [Number(process.argv[2]), process.argv[3]];
-const server = http.createServer((req, res) => {
+const server = http.createServer({ noDelay: true, keepAlive: true }, (req, res) => {
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {

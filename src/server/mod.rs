@@ -351,8 +351,6 @@ async fn handle(
     peer: IpAddr,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    req.extensions_mut()
-        .insert(custom::app_handlers::PeerAddr(peer));
     if let Some(key) = req.uri().path().strip_prefix("/app/") {
         let key = key.to_string();
         return Ok(pusher_upgrade(&state, req, &key));
@@ -361,6 +359,9 @@ async fn handle(
     if path == "/socket.io" || path.starts_with("/socket.io/") {
         return Ok(socketio(&state, req).await);
     }
+    // Handler routes forward the client's address (`X-Forwarded-For`).
+    req.extensions_mut()
+        .insert(custom::app_handlers::PeerAddr(peer));
     let req = match state.custom.dispatch(req).await {
         Ok(response) => return Ok(response),
         Err(req) => req,
