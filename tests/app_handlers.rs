@@ -733,6 +733,19 @@ async fn the_signed_socket_api() {
     // Nothing of the refused calls reached a.
     post(sock(&a_id, "send"), json!({"data": "last"})).await;
     assert_eq!(next_text(&mut a).await, "last");
+    // The internal control channel is not listed among the app's channels.
+    let (s, body) = api(
+        server.addr,
+        "GET",
+        &format!("/apps/{APP_ID}/channels"),
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let channels = &json(&body)["channels"];
+    assert!(channels.get("chat.1").is_some(), "{body}");
+    assert!(!body.contains("#resonance"), "{body}");
     server.shutdown().await;
 }
 
