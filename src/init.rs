@@ -55,6 +55,13 @@ max_presence_member_bytes = 1024
 allowed_origins = ["*"]         # e.g. ["https://app.example.com", "https://*.example.com"] (others: 4009)
 activity_timeout = 120          # seconds of silence before the server pings a client
 subscription_count_events = false  # send pusher_internal:subscription_count on changes
+# client_event_hook = "http://127.0.0.1:8000/socket/whisper"  # vet client-* events first
+
+# WebSocket routes your app handles over HTTP (README: Handlers (any language)).
+# [[routes]]
+# path = "/chat-rooms/{{id}}"
+# handler = "http://127.0.0.1:8000/socket/chat"
+# rooms = ["chat-rooms.{{id}}"]
 "#
     )
 }

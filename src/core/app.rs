@@ -71,6 +71,10 @@ pub struct AppConfig {
     pub echo_api_max_event_bytes: usize,
     /// Webhook targets (`[[apps.webhooks]]`): who hears what happens.
     pub webhooks: Vec<super::webhook_target::WebhookTarget>,
+    /// `http://` URL that `client-*` events are posted to before they are
+    /// relayed (see `crate::client_event_hook`); unset: relayed at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_event_hook: Option<String>,
 }
 
 impl Default for AppConfig {
@@ -101,6 +105,7 @@ impl Default for AppConfig {
             redis_max_event_bytes: 1024 * 1024,
             echo_api_max_event_bytes: 1024 * 1024,
             webhooks: Vec::new(),
+            client_event_hook: None,
         }
     }
 }
@@ -145,6 +150,10 @@ impl AppConfig {
                     "must not be the app key: the key is public (browsers send it), an API key must be secret",
                 );
             }
+        }
+        if let Some(url) = &self.client_event_hook {
+            crate::app_call::parse_url(url)
+                .map_err(|e| format!("{prefix}.client_event_hook: {e}"))?;
         }
         if self.activity_timeout == 0 {
             return bad("activity_timeout", "must be at least 1 second");

@@ -96,6 +96,9 @@ pub async fn handle(
             let mut channels = Map::new();
             let prefix = prefix.filter(|p| !p.is_empty()).map(str::to_string);
             for c in hub.adapter().channels(hub.clone(), prefix).await {
+                if c.name == crate::custom::app_handlers::sockets::CONTROL_CHANNEL {
+                    continue; // handler routes' internal channel
+                }
                 channels.insert(
                     c.name,
                     json!({ "subscription_count": c.subscription_count, "occupied": true }),

@@ -388,6 +388,8 @@ async fn channels(hub: &Arc<Hub>, prefix: Option<&str>, info: Option<&str>) -> A
         .adapter()
         .channels(hub.clone(), prefix.map(str::to_string))
         .await
+        .into_iter()
+        .filter(|c| c.name != crate::custom::app_handlers::sockets::CONTROL_CHANNEL)
     {
         let mut entry = Map::new();
         if attrs.contains(&"user_count") {

@@ -94,8 +94,13 @@ impl Server {
     pub(crate) async fn bind_routes(
         config: Config,
         adapter: Arc<dyn Adapter>,
-        routes: custom::Routes,
+        mut routes: custom::Routes,
     ) -> std::io::Result<Server> {
+        // `[[routes]]`: WebSocket routes handled by the app over HTTP.
+        routes.ws.extend(
+            custom::app_handlers::routes(&config.routes)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        );
         crate::http_api::echo::started();
         let listener = listen(&config.server.host, config.server.port).await?;
         let metrics_listener = match &config.server.metrics_listen {
@@ -345,7 +350,7 @@ async fn listen(host: &str, port: u16) -> std::io::Result<TcpListener> {
 async fn handle(
     state: Arc<State>,
     peer: IpAddr,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     if let Some(key) = req.uri().path().strip_prefix("/app/") {
         let key = key.to_string();
@@ -355,6 +360,9 @@ async fn handle(
     if path == "/socket.io" || path.starts_with("/socket.io/") {
         return Ok(socketio(&state, req).await);
     }
+    // Handler routes forward the client's address (`X-Forwarded-For`).
+    req.extensions_mut()
+        .insert(custom::app_handlers::PeerAddr(peer));
     let req = match state.custom.dispatch(req).await {
         Ok(response) => return Ok(response),
         Err(req) => req,

@@ -461,8 +461,7 @@ impl SocketIoFrontend {
             },
             exclude,
         );
-        self.hub.client_event_relayed(&event);
-        self.node.publish(&self.hub, event);
+        crate::client_event_hook::relay(&self.node, &self.hub, event, None);
     }
 }
 
