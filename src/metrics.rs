@@ -75,7 +75,7 @@ pub fn render(node: &Node, ready: bool) -> String {
     ];
     for (name, kind, help, pick) in series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for hub in node.hubs() {
+        for hub in node.hubs().iter() {
             let _ = writeln!(
                 out,
                 "{name}{{app_id=\"{}\"}} {}",
@@ -88,7 +88,7 @@ pub fn render(node: &Node, ready: bool) -> String {
         out,
         "# HELP resonance_errors_total Errors and refusals by kind.\n# TYPE resonance_errors_total counter"
     );
-    for hub in node.hubs() {
+    for hub in node.hubs().iter() {
         for (kind, n) in hub.stats.errors() {
             let _ = writeln!(
                 out,

@@ -2,6 +2,7 @@
 //! (`/ready`, `/metrics`), the Socket.IO request adapter with its CORS, and
 //! the HTTP API entry with its body limit and CORS.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -99,6 +100,15 @@ pub(super) async fn socketio(state: &State, req: Request<Incoming>) -> Response<
             "Socket.IO is not enabled for any app",
         );
     };
+    // The app that owns the path may since have been disabled or deleted.
+    if !hub.app.enabled
+        || !state
+            .node
+            .by_id(&hub.app.id)
+            .is_some_and(|h| Arc::ptr_eq(&h, hub))
+    {
+        return json_error(StatusCode::FORBIDDEN, "this app is disabled or deleted");
+    }
     let origin = req.headers().get(ORIGIN).cloned();
     let allowed = hub
         .app

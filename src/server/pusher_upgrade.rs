@@ -24,6 +24,9 @@ fn refusal(
     let Some(hub) = hub else {
         return Err((4001, "application does not exist: check the app key".into()));
     };
+    if !hub.app.enabled {
+        return Err((4003, "application is disabled".into()));
+    }
     if !state.ready.load(Ordering::SeqCst) {
         return Err((4200, "server is shutting down; reconnect".into()));
     }
@@ -58,7 +61,7 @@ pub(super) fn pusher_upgrade(
         Ok(h) => h,
         Err(response) => return *response,
     };
-    let hub = state.node.by_key(key).cloned();
+    let hub = state.node.by_key(key);
     let origin = req.headers().get(ORIGIN).and_then(|o| o.to_str().ok());
     let cookie: Option<Arc<str>> = req
         .headers()
