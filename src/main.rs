@@ -54,7 +54,9 @@ enum Command {
         #[arg(long, env = "RESONANCE_CONFIG")]
         config: Option<PathBuf>,
     },
-
+    /// Manage apps in the config file or the apps database: list, add,
+    /// remove, rotate-secret, migrate.
+    Apps(resonance::apps::cli::AppsArgs),
     /// Write a commented config with fresh app credentials and print the
     /// Laravel .env lines and Echo snippet.
     Init {
@@ -85,6 +87,7 @@ fn main() -> ExitCode {
             pid,
             config,
         } => reload(pid_file, pid, config),
+        Command::Apps(args) => resonance::apps::cli::run(args),
 
         Command::Init {
             path,

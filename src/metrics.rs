@@ -121,6 +121,20 @@ pub fn render(node: &Node, ready: bool) -> String {
         node.adapter().name(),
         u8::from(node.adapter().healthy())
     );
+    let dependencies = node.dependencies();
+    if !dependencies.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP resonance_dependency_up Whether an outside dependency (the apps database, ...) answers.\n# TYPE resonance_dependency_up gauge"
+        );
+        for (name, up) in dependencies {
+            let _ = writeln!(
+                out,
+                "resonance_dependency_up{{name=\"{name}\"}} {}",
+                u8::from(up)
+            );
+        }
+    }
     if let Some(rss) = resident_bytes() {
         let _ = writeln!(
             out,

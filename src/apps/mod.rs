@@ -12,6 +12,7 @@
 //! ([`crate::tls::CertSwap`]) and the log filter. A config with an error
 //! is refused whole, with the key at fault, and the running one stays.
 
+pub mod cli;
 pub mod db;
 
 use std::collections::{HashMap, HashSet};
@@ -40,6 +41,8 @@ pub struct Control {
     ingestion: Mutex<HashMap<String, CancellationToken>>,
     /// Serialises reloads and database syncs.
     applying: tokio::sync::Mutex<()>,
+    /// The apps database and its poll interval, when configured.
+    database: Option<(db::AppsDb, std::time::Duration)>,
 }
 
 struct ControlState {
@@ -79,8 +82,22 @@ impl std::fmt::Display for ReloadReport {
 }
 
 impl Control {
-    pub fn new(node: Arc<Node>, config: Config, tls: Option<Arc<CertSwap>>) -> Arc<Self> {
-        Arc::new(Control {
+    /// The control of a node built from `config`; opens (lazily) the apps
+    /// database when one is configured.
+    pub fn new(
+        node: Arc<Node>,
+        config: Config,
+        tls: Option<Arc<CertSwap>>,
+    ) -> Result<Arc<Self>, String> {
+        let database = match &config.apps_database {
+            Some(url) => Some((
+                db::AppsDb::open(url)?,
+                std::time::Duration::from_secs(config.apps_database_poll),
+            )),
+            None => None,
+        };
+        Ok(Arc::new(Control {
+            database,
             node,
             state: Mutex::new(ControlState {
                 config,
@@ -90,7 +107,34 @@ impl Control {
             log: Mutex::new(None),
             ingestion: Mutex::new(HashMap::new()),
             applying: tokio::sync::Mutex::new(()),
-        })
+        }))
+    }
+
+    /// Reads the apps database once (at start, before serving: clients of
+    /// database apps are not told their app does not exist while it is
+    /// merely not read yet). A failure is logged and shown in `/ready`;
+    /// the server then starts with the file's apps and keeps trying.
+    pub async fn load_database(&self) {
+        let Some((db, _)) = &self.database else {
+            return;
+        };
+        match db.rows().await {
+            Ok(rows) => {
+                self.set_db_apps(db::apps_from_rows(&rows)).await;
+                self.node.set_dependency(db::DEPENDENCY, true);
+            }
+            Err(e) => {
+                tracing::error!("{e}; starting without the database's apps, retrying");
+                self.node.set_dependency(db::DEPENDENCY, false);
+            }
+        }
+    }
+
+    /// Starts following the apps database (a tracked node task).
+    pub fn start_database(self: &Arc<Self>) {
+        if let Some((db, poll)) = &self.database {
+            self.node.spawn(db::run(self.clone(), db.clone(), *poll));
+        }
     }
 
     /// Installs the log filter changer (see [`LogReloader`]).

@@ -73,6 +73,17 @@ pub(super) fn readiness(node: &crate::core::node::Node, ready: bool) -> Response
         })
         .collect();
     let ingestion_ok = ingestion.values().all(|v| v == "connected");
+    let dependencies = node.dependencies();
+    let dependencies_ok = dependencies.iter().all(|(_, ok)| *ok);
+    let dependencies: serde_json::Map<String, serde_json::Value> = dependencies
+        .into_iter()
+        .map(|(name, ok)| {
+            (
+                name.to_string(),
+                if ok { "connected" } else { "unavailable" }.into(),
+            )
+        })
+        .collect();
     let (status, text) = if ready {
         (StatusCode::OK, "ready")
     } else {
@@ -82,10 +93,11 @@ pub(super) fn readiness(node: &crate::core::node::Node, ready: bool) -> Response
         status,
         &serde_json::json!({
             "status": text,
-            "degraded": !(adapter_healthy && ingestion_ok),
+            "degraded": !(adapter_healthy && ingestion_ok && dependencies_ok),
             "adapter": adapter.name(),
             "adapter_healthy": adapter_healthy,
             "redis_ingestion": ingestion,
+            "dependencies": dependencies,
         }),
     )
 }

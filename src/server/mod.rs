@@ -117,7 +117,9 @@ impl Server {
             }
             _ => (None, None),
         };
-        let control = crate::apps::Control::new(node.clone(), running, cert_swap);
+        let control = crate::apps::Control::new(node.clone(), running, cert_swap)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        control.load_database().await;
         let server_config = Arc::new(config.server);
         let (shutdown, sessions) = (CancellationToken::new(), TaskTracker::new());
         let socketio = node.hubs().iter().find(|h| h.app.socketio).map(|hub| {
@@ -203,6 +205,7 @@ impl Server {
         // Laravel Redis ingestion per app, and the apps database: kept in
         // step with the app set by the control.
         state.control.start_ingestion();
+        state.control.start_database();
         if let Some(listener) = self.metrics_listener {
             let (node, config) = (state.node.clone(), state.config.clone());
             let ready_state = state.clone();

@@ -22,6 +22,16 @@ fn refusal(
     origin: Option<&str>,
 ) -> Result<ConnectionSlot, (u16, String)> {
     let Some(hub) = hub else {
+        // While the apps database is unreachable an app added there may
+        // just be unknown here yet: ask the client to come back (41xx:
+        // pusher-js retries after a pause) rather than give up (4001).
+        if state
+            .node
+            .dependencies()
+            .contains(&(crate::apps::db::DEPENDENCY, false))
+        {
+            return Err((4100, "apps database unavailable; try again shortly".into()));
+        }
         return Err((4001, "application does not exist: check the app key".into()));
     };
     if !hub.app.enabled {
