@@ -188,6 +188,25 @@ async fn exercise(kind: &str, db_url: &str, target: SocketAddr, proxied_url: &st
         try_app(addr, &format!("{kind}-key-12")).await.err(),
         Some(Some(4001))
     );
+    // A served app whose row goes bad keeps its last good settings (row
+    // 14, added after the bad edit, tells when the edit was read).
+    let mut thirteen = try_app(addr, &format!("{kind}-key-13")).await.expect("13");
+    sql(
+        kind,
+        db_url,
+        "UPDATE resonance_apps SET secret = 'short' WHERE id = '13'",
+    )
+    .await;
+    db.insert(&row("14", "secret-fourteen"))
+        .await
+        .expect("insert");
+    let _ = served_within(addr, &format!("{kind}-key-14"), Duration::from_secs(10)).await;
+    send_text(&mut thirteen, r#"{"event":"pusher:ping","data":{}}"#).await;
+    assert!(
+        next_text(&mut thirteen).await.contains("pusher:pong"),
+        "13 stays connected"
+    );
+    drop(thirteen);
 
     // The database goes away: the last known apps keep serving.
     let (status, body) = get(addr, "/ready").await;

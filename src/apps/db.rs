@@ -302,17 +302,30 @@ pub fn app_from_row(row: &Row) -> Result<AppConfig, String> {
 }
 
 /// The apps of `rows`; a bad row (or a second row with a key already
-/// used) is logged with its id and skipped.
-pub fn apps_from_rows(rows: &[Row]) -> Vec<AppConfig> {
+/// used) is logged with its id and skipped. An app that was served
+/// (`previous`) keeps its last good settings while its row is bad: a
+/// mistyped edit does not disconnect its clients.
+pub fn apps_from_rows(rows: &[Row], previous: &[AppConfig]) -> Vec<AppConfig> {
     let mut keys = HashSet::new();
     let mut apps = Vec::with_capacity(rows.len());
     for row in rows {
-        match app_from_row(row) {
-            Ok(app) if keys.insert(app.key.clone()) => apps.push(app),
-            Ok(app) => {
-                tracing::warn!(app_id = %app.id, "apps database: row skipped: key {:?} is used by another row", app.key)
-            }
-            Err(e) => tracing::warn!(app_id = %row.id, "apps database: row skipped: {e}"),
+        let app = match app_from_row(row) {
+            Ok(app) => app,
+            Err(e) => match previous.iter().find(|a| a.id == row.id) {
+                Some(last) => {
+                    tracing::warn!(app_id = %row.id, "apps database: bad row, its last good settings stay: {e}");
+                    last.clone()
+                }
+                None => {
+                    tracing::warn!(app_id = %row.id, "apps database: row skipped: {e}");
+                    continue;
+                }
+            },
+        };
+        if keys.insert(app.key.clone()) {
+            apps.push(app);
+        } else {
+            tracing::warn!(app_id = %app.id, "apps database: row skipped: key {:?} is used by another row", app.key);
         }
     }
     apps
@@ -335,7 +348,7 @@ pub async fn run(control: Arc<super::Control>, db: AppsDb, poll: Duration) {
         }
         let ok = match db.rows().await {
             Ok(rows) => {
-                let apps = apps_from_rows(&rows);
+                let apps = apps_from_rows(&rows, &control.db_apps());
                 control.set_db_apps(apps).await;
                 true
             }
@@ -415,14 +428,21 @@ mod tests {
         assert!(err.starts_with("key:"), "{err}");
         let err = app_from_row(&row("5", "k5", Some(r#"{"secret":"x"}"#))).unwrap_err();
         assert!(err.contains("column of its own"), "{err}");
-        let apps = apps_from_rows(&[
+        let rows = [
             row("1", "k1", None),
             row("2", "k2", Some("{bad")),
             row("3", "k1", None),
             row("4", "k4", Some("null")),
-        ]);
+        ];
+        let apps = apps_from_rows(&rows, &[]);
         let ids: Vec<&str> = apps.iter().map(|a| a.id.as_str()).collect();
         assert_eq!(ids, ["1", "4"]);
+        // A served app whose row goes bad keeps its last good settings.
+        let served = app_from_row(&row("2", "k2", Some(r#"{"max_connections": 9}"#))).unwrap();
+        let apps = apps_from_rows(&rows, &[served]);
+        let ids: Vec<&str> = apps.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["1", "2", "4"]);
+        assert_eq!(apps[1].max_connections, 9);
     }
 
     #[test]

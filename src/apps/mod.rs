@@ -120,7 +120,7 @@ impl Control {
         };
         match db.rows().await {
             Ok(rows) => {
-                self.set_db_apps(db::apps_from_rows(&rows)).await;
+                self.set_db_apps(db::apps_from_rows(&rows, &[])).await;
                 self.node.set_dependency(db::DEPENDENCY, true);
             }
             Err(e) => {
@@ -223,6 +223,11 @@ impl Control {
             tracing::info!("apps changed: {change}");
         }
         change
+    }
+
+    /// The database apps served now.
+    pub fn db_apps(&self) -> Vec<AppConfig> {
+        self.state.lock().db_apps.clone()
     }
 
     /// Serves a new list of database apps (validated rows, unique ids and
