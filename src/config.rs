@@ -148,6 +148,18 @@ pub struct Config {
     /// `[[routes]]`: WebSocket routes whose events the app handles over HTTP.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<crate::custom::app_handlers::RouteConfig>,
+    /// Apps also come from this database's `resonance_apps` table
+    /// (`postgres://...` or `mysql://...`; `RESONANCE_APPS_DATABASE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apps_database: Option<String>,
+    /// Seconds between two reads of the apps table (PostgreSQL is also
+    /// told at once through LISTEN/NOTIFY).
+    #[serde(default = "default_apps_database_poll")]
+    pub apps_database_poll: u64,
+}
+
+fn default_apps_database_poll() -> u64 {
+    2
 }
 
 impl Default for Config {
@@ -157,6 +169,8 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             apps: vec![AppConfig::default()],
             routes: Vec::new(),
+            apps_database: None,
+            apps_database_poll: default_apps_database_poll(),
         }
     }
 }
@@ -199,7 +213,7 @@ impl Config {
 
     pub fn from_toml(text: &str) -> Result<Config, String> {
         let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
-        if config.apps.is_empty() {
+        if config.apps.is_empty() && config.apps_database.is_none() {
             return Err("apps: at least one [[apps]] entry is needed".into());
         }
         Ok(config)
@@ -265,6 +279,23 @@ impl Config {
         if let Some(path) = env("RESONANCE_ECHO_PATH") {
             let path = path.trim();
             s.echo_path = (!path.is_empty()).then(|| path.to_string());
+        }
+        if let Some(url) = env("RESONANCE_APPS_DATABASE").filter(|v| !v.is_empty()) {
+            self.apps_database = Some(url);
+        }
+        set(
+            env,
+            "RESONANCE_APPS_DATABASE_POLL",
+            &mut self.apps_database_poll,
+        )?;
+        if self.apps_database.is_some()
+            && self.apps.iter().all(|a| *a == AppConfig::default())
+            && env("RESONANCE_APP_KEY").is_none()
+        {
+            // Apps come from the database: never serve the built-in
+            // development app (its secret is public) beside them.
+            self.apps.clear();
+            return Ok(());
         }
         if self.apps.is_empty() {
             self.apps.push(AppConfig::default());
@@ -432,6 +463,17 @@ impl Config {
         }
         for (i, route) in self.routes.iter().enumerate() {
             route.validate(&format!("routes[{i}]"), &self.apps)?;
+        }
+        if let Some(url) = &self.apps_database
+            && !crate::apps::db::is_database_url(url)
+        {
+            return Err(
+                "apps_database: must be a postgres://, postgresql://, mysql:// or mariadb:// URL"
+                    .into(),
+            );
+        }
+        if self.apps_database_poll == 0 {
+            return Err("apps_database_poll: must be at least 1 second".into());
         }
         let (mut ids, mut keys) = (HashSet::new(), HashSet::new());
         for (i, app) in self.apps.iter().enumerate() {

@@ -43,10 +43,13 @@
 //! - Operations: [`config`] (defaults, file, `RESONANCE_*`, flags),
 //!   [`echo_config`] (`--echo-config laravel-echo-server.json`), [`metrics`]
 //!   (Prometheus text, optional token or own listener), [`init`]
-//!   (`resonance init`).
+//!   (`resonance init`), [`apps`] (the live app set: apps from a database,
+//!   reloads of the config file, TLS certificate and log filter swaps, the
+//!   `resonance apps` commands).
 
 pub mod adapter;
 pub mod app_call;
+pub mod apps;
 pub mod auth_endpoint;
 pub mod client_event_hook;
 pub mod config;

@@ -36,7 +36,27 @@ enum Command {
         /// Run from a laravel-echo-server.json instead of a Resonance config.
         #[arg(long, conflicts_with = "config")]
         echo_config: Option<PathBuf>,
+        /// Write the process id here (for `resonance reload`); removed at exit.
+        #[arg(long, env = "RESONANCE_PID_FILE")]
+        pid_file: Option<PathBuf>,
     },
+    /// Make the running server re-read its config file (apps, TLS
+    /// certificate, log filter): checks the file first, then sends SIGHUP.
+    Reload {
+        /// The running server's pid file (`resonance start --pid-file`).
+        #[arg(long, env = "RESONANCE_PID_FILE", required_unless_present = "pid")]
+        pid_file: Option<PathBuf>,
+        /// The running server's process id, instead of a pid file.
+        #[arg(long)]
+        pid: Option<i32>,
+        /// Check this config file before signalling; a broken file is
+        /// reported here and the server is left alone.
+        #[arg(long, env = "RESONANCE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Manage apps in the config file or the apps database: list, add,
+    /// remove, rotate-secret, migrate.
+    Apps(resonance::apps::cli::AppsArgs),
     /// Write a commented config with fresh app credentials and print the
     /// Laravel .env lines and Echo snippet.
     Init {
@@ -60,7 +80,15 @@ fn main() -> ExitCode {
             host,
             port,
             echo_config,
-        } => start(config, echo_config, Overrides { host, port }),
+            pid_file,
+        } => start(config, echo_config, Overrides { host, port }, pid_file),
+        Command::Reload {
+            pid_file,
+            pid,
+            config,
+        } => reload(pid_file, pid, config),
+        Command::Apps(args) => resonance::apps::cli::run(args),
+
         Command::Init {
             path,
             force,
@@ -91,9 +119,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn start(file: Option<PathBuf>, echo_file: Option<PathBuf>, overrides: Overrides) -> ExitCode {
+/// Loads the config the way `start` does (also for reloads).
+fn load_config(
+    file: Option<&std::path::Path>,
+    echo_file: Option<&std::path::Path>,
+    overrides: &Overrides,
+) -> Result<(Config, Vec<String>), String> {
     let env = |name: &str| std::env::var(name).ok();
-    let loaded = match &echo_file {
+    match echo_file {
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))
             .and_then(|text| resonance::echo_config::load(&text, &env))
@@ -106,8 +139,17 @@ fn start(file: Option<PathBuf>, echo_file: Option<PathBuf>, overrides: Overrides
                 }
                 (config, warnings)
             }),
-        None => Config::load(file.as_deref(), &env, &overrides).map(|c| (c, Vec::new())),
-    };
+        None => Config::load(file, &env, overrides).map(|c| (c, Vec::new())),
+    }
+}
+
+fn start(
+    file: Option<PathBuf>,
+    echo_file: Option<PathBuf>,
+    overrides: Overrides,
+    pid_file: Option<PathBuf>,
+) -> ExitCode {
+    let loaded = load_config(file.as_deref(), echo_file.as_deref(), &overrides);
     let (config, warnings) = match loaded {
         Ok(c) => c,
         Err(e) => {
@@ -115,13 +157,7 @@ fn start(file: Option<PathBuf>, echo_file: Option<PathBuf>, overrides: Overrides
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&config.server.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let log_reloader = init_logging(&config.server.log);
     raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -134,7 +170,7 @@ fn start(file: Option<PathBuf>, echo_file: Option<PathBuf>, overrides: Overrides
         }
     };
     runtime.block_on(async move {
-        let default_app = config.apps[0] == resonance::core::app::AppConfig::default();
+        let default_app = config.apps.first() == Some(&resonance::core::app::AppConfig::default());
         let apps = config.apps.clone();
         let server = match Server::bind(config).await {
             Ok(s) => s,
@@ -168,11 +204,116 @@ fn start(file: Option<PathBuf>, echo_file: Option<PathBuf>, overrides: Overrides
         }) {
             tracing::warn!(app_id = %app.id, "auth_endpoint is set and allowed_origins is [\"*\"]: pages on any site may open sockets that the auth endpoint authorises with the visitor's cookies; set allowed_origins to your site's origins (RESONANCE_APP_ALLOWED_ORIGINS)");
         }
+        server.control().set_log_reloader(log_reloader);
+        spawn_reload_on_sighup(server.control().clone(), file, echo_file, overrides);
+        if let Some(path) = &pid_file
+            && let Err(e) = std::fs::write(path, format!("{}\n", std::process::id()))
+        {
+            eprintln!("resonance: cannot write the pid file {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
         tracing::info!("listening on {addr}");
         server.run(shutdown_signal()).await;
+        if let Some(path) = &pid_file {
+            let _ = std::fs::remove_file(path);
+        }
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// The tracing subscriber, with a filter that a reload can replace.
+fn init_logging(filter: &str) -> resonance::apps::LogReloader {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
+    Box::new(move |text: &str| {
+        let filter = tracing_subscriber::EnvFilter::try_new(text)
+            .map_err(|e| format!("server.log: {text:?} is not a log filter: {e}"))?;
+        handle
+            .reload(filter)
+            .map_err(|e| format!("server.log: cannot change the log filter: {e}"))
+    })
+}
+
+/// On each SIGHUP: re-reads the config the server started from and hands
+/// it to the control; a broken config is refused and logged with its key.
+fn spawn_reload_on_sighup(
+    control: std::sync::Arc<resonance::apps::Control>,
+    file: Option<PathBuf>,
+    echo_file: Option<PathBuf>,
+    overrides: Overrides,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reloads are off");
+        return;
+    };
+    let node = control.node().clone();
+    node.spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            let loaded = load_config(file.as_deref(), echo_file.as_deref(), &overrides);
+            let result = match loaded {
+                Ok((config, _)) => control.reload(config).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(report) => tracing::info!("reloaded: {report}"),
+                Err(e) => tracing::error!("reload refused, the running configuration stays: {e}"),
+            }
+        }
+    });
+}
+
+/// `resonance reload`: checks the config file, then signals the server.
+fn reload(pid_file: Option<PathBuf>, pid: Option<i32>, config: Option<PathBuf>) -> ExitCode {
+    if let Some(path) = &config {
+        let env = |name: &str| std::env::var(name).ok();
+        if let Err(e) = Config::load(Some(path), &env, &Overrides::default()) {
+            eprintln!("resonance: configuration error, not reloading: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let pid = match (pid, &pid_file) {
+        (Some(pid), _) => pid,
+        (None, Some(path)) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| t.trim().parse::<i32>().map_err(|e| e.to_string()))
+        {
+            Ok(pid) => pid,
+            Err(e) => {
+                eprintln!(
+                    "resonance: cannot read a process id from {}: {e}",
+                    path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => {
+            eprintln!("resonance: give --pid-file or --pid");
+            return ExitCode::FAILURE;
+        }
+    };
+    if pid <= 1 {
+        eprintln!("resonance: {pid} is not a server's process id");
+        return ExitCode::FAILURE;
+    }
+    // SAFETY: kill(2) with a positive pid and SIGHUP only sends a signal.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        eprintln!(
+            "resonance: cannot signal process {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+        return ExitCode::FAILURE;
+    }
+    eprintln!("sent SIGHUP to {pid}; the server logs what it reloaded (or why it refused)");
+    ExitCode::SUCCESS
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -105,7 +105,7 @@ pub fn render(node: &Node, ready: bool) -> String {
     ];
     for (name, kind, help, pick) in series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for hub in node.hubs() {
+        for hub in node.hubs().iter() {
             let _ = writeln!(
                 out,
                 "{name}{{app_id=\"{}\"}} {}",
@@ -118,7 +118,7 @@ pub fn render(node: &Node, ready: bool) -> String {
         out,
         "# HELP resonance_errors_total Errors and refusals by kind.\n# TYPE resonance_errors_total counter"
     );
-    for hub in node.hubs() {
+    for hub in node.hubs().iter() {
         for (kind, n) in hub.stats.errors() {
             let _ = writeln!(
                 out,
@@ -164,6 +164,20 @@ pub fn render(node: &Node, ready: bool) -> String {
         node.adapter().name(),
         u8::from(node.adapter().healthy())
     );
+    let dependencies = node.dependencies();
+    if !dependencies.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP resonance_dependency_up Whether an outside dependency (the apps database, ...) answers.\n# TYPE resonance_dependency_up gauge"
+        );
+        for (name, up) in dependencies {
+            let _ = writeln!(
+                out,
+                "resonance_dependency_up{{name=\"{name}\"}} {}",
+                u8::from(up)
+            );
+        }
+    }
     if let Some(rss) = resident_bytes() {
         let _ = writeln!(
             out,

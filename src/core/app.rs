@@ -16,6 +16,10 @@ pub struct AppConfig {
     pub key: String,
     /// Secret: signs channel auth and HTTP API requests. Never sent anywhere.
     pub secret: String,
+    /// A disabled app refuses connections (4003) and API calls (403); set
+    /// to false at run time (reload, apps database), its open connections
+    /// are closed with 4003.
+    pub enabled: bool,
     /// Whether `client-*` events (Echo's whispers) are relayed.
     pub client_events: bool,
     /// Client events accepted per second per connection (over → error 4301).
@@ -83,6 +87,7 @@ impl Default for AppConfig {
             id: "100000".into(),
             key: "resonance-key".into(),
             secret: "resonance-secret".into(),
+            enabled: true,
             client_events: true,
             client_event_rate: 10,
             max_connections: 0,

@@ -23,6 +23,8 @@ use super::connection::{Connection, Frame, SocketId};
 use super::event::{Event, EventKind, Member};
 use super::happenings::Happenings;
 use super::settle::HoldQueue;
+use super::live_app::LiveApp;
+use super::roster::{Roster, Tracked};
 use super::stats::AppStats;
 
 /// How long a cache channel keeps its last event (Pusher: at most 30 min).
@@ -106,7 +108,10 @@ impl Drop for ConnectionSlot {
 
 /// One app's state on this node.
 pub struct Hub {
-    pub app: AppConfig,
+    /// The app's current settings (replaced by a reload, see [`LiveApp`]).
+    pub app: LiveApp,
+    /// Every open connection of the app here (see [`Hub::track`]).
+    pub roster: Roster,
     pub stats: AppStats,
     shards: Box<[RwLock<ChannelMap>]>,
     hasher: std::collections::hash_map::RandomState,
@@ -135,7 +140,8 @@ impl Hub {
         Hub {
             events: happenings::HubHappenings::new(app.id.as_str().into(), stream, holds),
             adapter,
-            app,
+            app: LiveApp::new(app),
+            roster: Roster::default(),
             stats: AppStats::default(),
             shards: (0..SHARDS)
                 .map(|_| RwLock::new(ChannelMap::new()))
@@ -163,6 +169,13 @@ impl Hub {
         }
         self.stats.connected();
         Some(ConnectionSlot { hub: self.clone() })
+    }
+
+    /// Puts `conn` on the app's roster until the returned guard drops, so
+    /// that deleting or disabling the app closes it (front-ends call this
+    /// right after creating the connection).
+    pub fn track(self: &Arc<Self>, conn: &Arc<Connection>) -> Tracked {
+        Tracked::new(self.clone(), conn)
     }
 
     pub fn connection_count(&self) -> u64 {

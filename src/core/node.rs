@@ -1,7 +1,6 @@
 //! The node: every app's hub on this process, found by id or key, and the
 //! adapter that carries events to other nodes.
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock, Weak};
 
@@ -15,12 +14,20 @@ use super::event::Event;
 use super::happenings::Happenings;
 use super::hub::Hub;
 use super::settle::{self, HoldQueue};
+pub use super::registry::AppsChange;
+use super::registry::Registry;
+use arc_swap::ArcSwap;
 
 /// Shared state of a running server, independent of any wire protocol.
 pub struct Node {
-    hubs: Vec<Arc<Hub>>,
-    by_id: HashMap<String, usize>,
-    by_key: HashMap<String, usize>,
+    /// The apps served now: swapped whole by [`Node::apply_apps`], read
+    /// without a lock (see [`super::registry`]).
+    registry: ArcSwap<Registry>,
+    /// Serialises registry changes (a reload and a database poll at once).
+    changing: parking_lot::Mutex<()>,
+    /// Health of outside dependencies other than the adapter (the apps
+    /// database, ...), reported by `/ready` and `/metrics`.
+    dependencies: parking_lot::Mutex<Vec<(&'static str, bool)>>,
     adapter: Arc<dyn Adapter>,
     /// Ordered fan-out lanes for requests that must not wait on a fan-out
     /// (see [`Node::publish_queued`]); started by the server.
@@ -86,20 +93,10 @@ impl Node {
                 ))
             })
             .collect();
-        let by_id = hubs
-            .iter()
-            .enumerate()
-            .map(|(i, h)| (h.app.id.clone(), i))
-            .collect();
-        let by_key = hubs
-            .iter()
-            .enumerate()
-            .map(|(i, h)| (h.app.key.clone(), i))
-            .collect();
         let node = Arc::new(Node {
-            hubs,
-            by_id,
-            by_key,
+            registry: ArcSwap::from_pointee(Registry::new(hubs)),
+            changing: parking_lot::Mutex::new(()),
+            dependencies: parking_lot::Mutex::new(Vec::new()),
             adapter,
             lanes: OnceLock::new(),
             tasks: TaskTracker::new(),
@@ -112,16 +109,55 @@ impl Node {
         node
     }
 
-    pub fn by_id(&self, id: &str) -> Option<&Arc<Hub>> {
-        self.by_id.get(id).map(|&i| &self.hubs[i])
+    /// The hub of app `id` (disabled apps included: check `app.enabled`).
+    pub fn by_id(&self, id: &str) -> Option<Arc<Hub>> {
+        self.registry.load().by_id(id).cloned()
     }
 
-    pub fn by_key(&self, key: &str) -> Option<&Arc<Hub>> {
-        self.by_key.get(key).map(|&i| &self.hubs[i])
+    /// The hub of the app whose public key is `key`.
+    pub fn by_key(&self, key: &str) -> Option<Arc<Hub>> {
+        self.registry.load().by_key(key).cloned()
     }
 
-    pub fn hubs(&self) -> &[Arc<Hub>] {
-        &self.hubs
+    /// Every app's hub, in configuration order (a snapshot: a reload may
+    /// replace the list right after).
+    pub fn hubs(&self) -> Arc<[Arc<Hub>]> {
+        self.registry.load().hubs().clone()
+    }
+
+    /// Replaces the app set with `apps` (ids and keys unique, validated by
+    /// the caller): new apps get a hub, changed apps keep theirs with the
+    /// new settings (new work sees them), apps no longer listed leave the
+    /// registry and their connections are closed with 4001, apps that are
+    /// now disabled have theirs closed with 4003. Untouched apps and their
+    /// connections are not disturbed. Lookups never wait for this.
+    pub fn apply_apps(&self, apps: Vec<AppConfig>) -> AppsChange {
+        let _one_at_a_time = self.changing.lock();
+        let old = self.registry.load_full();
+        let (registry, change) = old.next(apps, &self.adapter);
+        self.registry.store(Arc::new(registry));
+        for hub in &change.removed {
+            hub.roster
+                .terminate_all(4001, "application does not exist any more");
+        }
+        for hub in &change.disabled {
+            hub.roster.terminate_all(4003, "application is disabled");
+        }
+        change
+    }
+
+    /// Records the health of an outside dependency (`/ready`, `/metrics`).
+    pub fn set_dependency(&self, name: &'static str, healthy: bool) {
+        let mut deps = self.dependencies.lock();
+        match deps.iter_mut().find(|(n, _)| *n == name) {
+            Some(entry) => entry.1 = healthy,
+            None => deps.push((name, healthy)),
+        }
+    }
+
+    /// Outside dependencies and whether each is healthy.
+    pub fn dependencies(&self) -> Vec<(&'static str, bool)> {
+        self.dependencies.lock().clone()
     }
 
     pub fn adapter(&self) -> &Arc<dyn Adapter> {

@@ -104,6 +104,7 @@ impl Mount {
                 None => node
                     .hubs()
                     .first()
+                    .cloned()
                     .ok_or("custom routes need at least one app")?,
             };
             if let Some(param) = &route.room_param
@@ -156,7 +157,7 @@ impl Mount {
     pub(crate) fn rooms(&self, id: Option<&str>) -> Option<Rooms> {
         let hub = match id {
             Some(id) => self.node.by_id(id)?,
-            None => self.node.hubs().first()?,
+            None => self.node.hubs().first()?.clone(),
         };
         Some(Rooms::new(
             self.node.clone(),

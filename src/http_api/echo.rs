@@ -44,7 +44,7 @@ pub async fn handle(
     prefix: Option<&str>,
 ) -> ApiResult {
     let (method, bearer, body) = (req.method, req.bearer, req.body);
-    let hub = node.by_id(segments[0]).ok_or_else(unauthorized)?;
+    let hub = &node.by_id(segments[0]).ok_or_else(unauthorized)?;
     if hub.app.extra_api_keys.is_empty() {
         hub.stats.error("api_unauthorized");
         return Err(ApiError::new(
@@ -61,6 +61,9 @@ pub async fn handle(
     if !known {
         hub.stats.error("api_unauthorized");
         return Err(unauthorized());
+    }
+    if !hub.app.enabled {
+        return Err(ApiError::new(403, "this app is disabled"));
     }
     super::check_app_rate(req, hub)?;
     hub.stats.api_call();

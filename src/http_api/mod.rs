@@ -149,6 +149,7 @@ pub async fn handle(node: &Node, req: &ApiRequest<'_>) -> ApiResult {
             .collect();
         (hub, segments)
     };
+    let hub = &hub;
     hub.stats.api_call();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -156,6 +157,9 @@ pub async fn handle(node: &Node, req: &ApiRequest<'_>) -> ApiResult {
     if let Err(e) = signature::verify(&hub.app, req.method, req.path, &params, req.body, now) {
         hub.stats.error("api_unauthorized");
         return Err(e);
+    }
+    if !hub.app.enabled {
+        return Err(ApiError::new(403, "this app is disabled"));
     }
     check_app_rate(req, hub)?;
     let param = |name: &str| {

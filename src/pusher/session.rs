@@ -104,6 +104,8 @@ pub async fn run(
     cookie: Option<Arc<str>>,
 ) {
     let conn = Connection::new(&PUSHER_WIRE, config.outbox_limit);
+    // Closed with 4001/4003 if the app is deleted or disabled meanwhile.
+    let _tracked = hub.track(&conn);
     let activity = Duration::from_secs(hub.app.activity_timeout);
     let pong_timeout = Duration::from_secs(config.pong_timeout);
     let write_timeout = Duration::from_secs(config.write_timeout);

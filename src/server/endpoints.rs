@@ -2,6 +2,7 @@
 //! (`/ready`, `/metrics`), the Socket.IO request adapter with its CORS, and
 //! the HTTP API entry with its body limit and CORS.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -72,6 +73,17 @@ pub(super) fn readiness(node: &crate::core::node::Node, ready: bool) -> Response
         })
         .collect();
     let ingestion_ok = ingestion.values().all(|v| v == "connected");
+    let dependencies = node.dependencies();
+    let dependencies_ok = dependencies.iter().all(|(_, ok)| *ok);
+    let dependencies: serde_json::Map<String, serde_json::Value> = dependencies
+        .into_iter()
+        .map(|(name, ok)| {
+            (
+                name.to_string(),
+                if ok { "connected" } else { "unavailable" }.into(),
+            )
+        })
+        .collect();
     let (status, text) = if ready {
         (StatusCode::OK, "ready")
     } else {
@@ -81,10 +93,11 @@ pub(super) fn readiness(node: &crate::core::node::Node, ready: bool) -> Response
         status,
         &serde_json::json!({
             "status": text,
-            "degraded": !(adapter_healthy && ingestion_ok),
+            "degraded": !(adapter_healthy && ingestion_ok && dependencies_ok),
             "adapter": adapter.name(),
             "adapter_healthy": adapter_healthy,
             "redis_ingestion": ingestion,
+            "dependencies": dependencies,
         }),
     )
 }
@@ -99,6 +112,15 @@ pub(super) async fn socketio(state: &State, req: Request<Incoming>) -> Response<
             "Socket.IO is not enabled for any app",
         );
     };
+    // The app that owns the path may since have been disabled or deleted.
+    if !hub.app.enabled
+        || !state
+            .node
+            .by_id(&hub.app.id)
+            .is_some_and(|h| Arc::ptr_eq(&h, hub))
+    {
+        return json_error(StatusCode::FORBIDDEN, "this app is disabled or deleted");
+    }
     let origin = req.headers().get(ORIGIN).cloned();
     let allowed = hub
         .app

@@ -59,6 +59,8 @@ struct State {
     custom: custom::mount::Mount,
     /// TLS termination, when a certificate is configured.
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The live app set and reloads (see [`crate::apps`]).
+    control: Arc<crate::apps::Control>,
 }
 
 /// A bound, not yet running server.
@@ -107,18 +109,23 @@ impl Server {
             Some(addr) => Some(TcpListener::bind(addr.as_str()).await?),
             None => None,
         };
+        let running = config.clone();
         let node = Node::new(config.apps, adapter);
         node.adapter().ready().await;
         // One fan-out lane per core: API triggers answer once queued.
         node.start_lanes(std::thread::available_parallelism().map_or(2, |n| n.get()));
         crate::webhooks::start(&node);
-        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
-            (Some(cert), Some(key)) => Some(
-                crate::tls::acceptor(cert, key, config.server.tls_chain.as_deref())
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
-            ),
-            _ => None,
+        let (tls, cert_swap) = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => {
+                crate::tls::acceptor_with_swap(cert, key, config.server.tls_chain.as_deref())
+                    .map(|(acceptor, swap)| (Some(acceptor), Some(swap)))
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
+            }
+            _ => (None, None),
         };
+        let control = crate::apps::Control::new(node.clone(), running, cert_swap)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        control.load_database().await;
         let server_config = Arc::new(config.server);
         let (shutdown, sessions) = (CancellationToken::new(), TaskTracker::new());
         let socketio = node.hubs().iter().find(|h| h.app.socketio).map(|hub| {
@@ -151,6 +158,7 @@ impl Server {
             socketio,
             custom,
             tls,
+            control,
         });
         Ok(Server {
             listener,
@@ -180,6 +188,12 @@ impl Server {
         &self.state.node
     }
 
+    /// Reloads and the live app set: hand it a new config (SIGHUP), the
+    /// log filter changer, ...
+    pub fn control(&self) -> &Arc<crate::apps::Control> {
+        &self.state.control
+    }
+
     /// Serves until `stop` resolves, then closes every WebSocket with 4200
     /// (clients reconnect elsewhere) and waits up to `shutdown_grace`.
     pub async fn run(self, stop: impl Future<Output = ()>) {
@@ -194,16 +208,10 @@ impl Server {
                 node.hubs().iter().for_each(|h| h.sweep_cache());
             }
         });
-        for hub in state
-            .node
-            .hubs()
-            .iter()
-            .filter(|h| h.app.redis_url.is_some())
-        {
-            state
-                .node
-                .spawn(crate::ingress::redis::run(state.node.clone(), hub.clone()));
-        }
+        // Laravel Redis ingestion per app, and the apps database: kept in
+        // step with the app set by the control.
+        state.control.start_ingestion();
+        state.control.start_database();
         if let Some(listener) = self.metrics_listener {
             let (node, config) = (state.node.clone(), state.config.clone());
             let ready_state = state.clone();

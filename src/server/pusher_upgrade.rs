@@ -22,8 +22,21 @@ fn refusal(
     origin: Option<&str>,
 ) -> Result<ConnectionSlot, (u16, String)> {
     let Some(hub) = hub else {
+        // While the apps database is unreachable an app added there may
+        // just be unknown here yet: ask the client to come back (41xx:
+        // pusher-js retries after a pause) rather than give up (4001).
+        if state
+            .node
+            .dependencies()
+            .contains(&(crate::apps::db::DEPENDENCY, false))
+        {
+            return Err((4100, "apps database unavailable; try again shortly".into()));
+        }
         return Err((4001, "application does not exist: check the app key".into()));
     };
+    if !hub.app.enabled {
+        return Err((4003, "application is disabled".into()));
+    }
     if !state.ready.load(Ordering::SeqCst) {
         return Err((4200, "server is shutting down; reconnect".into()));
     }
@@ -58,7 +71,7 @@ pub(super) fn pusher_upgrade(
         Ok(h) => h,
         Err(response) => return *response,
     };
-    let hub = state.node.by_key(key).cloned();
+    let hub = state.node.by_key(key);
     let origin = req.headers().get(ORIGIN).and_then(|o| o.to_str().ok());
     let cookie: Option<Arc<str>> = req
         .headers()

@@ -72,6 +72,8 @@ struct Session {
     /// The connection's place in the app's quota, released when the
     /// session is dropped (on disconnect, or with the socket otherwise).
     _slot: ConnectionSlot,
+    /// On the app's roster: closed when the app is deleted or disabled.
+    _tracked: crate::core::roster::Tracked,
     /// Counts the client in the echo API's `status` while it lives.
     _counted: ClientCount,
 }
@@ -181,6 +183,7 @@ impl SocketIoFrontend {
             cookie,
             _slot: slot,
             _counted: ClientCount::new(&self.hub),
+            _tracked: self.hub.track(&conn),
         });
         // The pump: core outbox → engine socket, until either side closes.
         let (socket, shutdown) = (socket.clone(), self.shutdown.clone());

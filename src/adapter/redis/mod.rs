@@ -153,7 +153,7 @@ impl RedisAdapter {
     }
 
     fn hub(&self, app: &str) -> Option<Arc<Hub>> {
-        self.node.get()?.upgrade()?.by_id(app).cloned()
+        self.node.get()?.upgrade()?.by_id(app)
     }
 
     /// Delivers an event from the cluster to this node's subscribers only
