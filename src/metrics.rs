@@ -131,7 +131,7 @@ pub fn render(node: &Node, ready: bool) -> String {
         out,
         "# HELP resonance_dropped_events_total Broadcasts dropped before delivery, by source (redis, echo_api) and reason.\n# TYPE resonance_dropped_events_total counter"
     );
-    for hub in node.hubs() {
+    for hub in node.hubs().iter() {
         for (source, reason, n) in hub.stats.drops() {
             let _ = writeln!(
                 out,

@@ -186,7 +186,7 @@ impl Node {
             if let Some(node) = node.upgrade()
                 && let Some(hub) = node.by_id(&app)
             {
-                node.adapter.hold_expired(hub, subject, generation);
+                node.adapter.hold_expired(&hub, subject, generation);
             }
         }));
     }

@@ -62,7 +62,7 @@ struct Target {
 /// node). Returns how many targets there are (nothing runs without one).
 pub fn start(node: &Arc<Node>) -> usize {
     let mut targets: Vec<Arc<Target>> = Vec::new();
-    for hub in node.hubs() {
+    for hub in node.hubs().iter() {
         for config in &hub.app.webhooks {
             let Ok(url) = config.url.parse::<hyper::Uri>() else {
                 continue; // refused by config validation
