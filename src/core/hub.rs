@@ -237,7 +237,9 @@ impl Hub {
             });
             let first_here = state.subscribers.is_empty();
             Arc::make_mut(&mut state.subscribers).push(conn.clone());
-            if first_here {
+            // Internal channels (`#...`: a route's control channel) are
+            // nobody's happening: no webhook hears of them.
+            if first_here && !spec.name.starts_with('#') {
                 // Under the lock, so this node's occupied/vacated verdicts
                 // for the channel reach the adapter in their real order.
                 self.adapter.channel_occupied(self, spec.name);
@@ -303,7 +305,9 @@ impl Hub {
             }
             count = state.subscribers.len();
             if count == 0 {
-                self.adapter.channel_vacated(self, channel);
+                if !channel.starts_with('#') {
+                    self.adapter.channel_vacated(self, channel);
+                }
                 state.dead = true;
                 drop(state);
                 shard.remove(channel);
