@@ -30,6 +30,9 @@ use crate::core::hub::{ConnectionSlot, Hub, JoinError};
 use crate::core::node::Node;
 use crate::core::rules::{self, RateLimit};
 
+/// Initial WebSocket read buffer of one Socket.IO connection, in bytes.
+const SIO_WS_READ_BUFFER: usize = 1024;
+
 /// The HTTP service mounted at `/socket.io/`.
 pub type SocketIoService = EngineIoService<SocketIoFrontend, NotFoundService>;
 
@@ -134,6 +137,10 @@ impl SocketIoFrontend {
             .req_path("/socket.io")
             .max_payload(config.max_message_bytes as u64)
             .ws_max_message_size(config.max_message_bytes)
+            // The WebSocket read buffer is allocated per connection up front
+            // (tungstenite's default here is 4 KiB); Echo's messages are a
+            // few hundred bytes and a longer one is read in several steps.
+            .ws_read_buffer_size(SIO_WS_READ_BUFFER)
             // An abandoned polling session (a tab closed mid-poll) is
             // dropped once no ping arrived for interval + timeout (45 s),
             // and at most 128 packets wait for a poll that never comes.
