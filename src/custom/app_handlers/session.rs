@@ -333,27 +333,35 @@ impl HandlerRoute {
             }
         }
         sockets.remove(conn.id());
-        if self.cfg.posts("close") {
-            let status = conn.close_status();
-            let (code, reason) = status.map_or((ABNORMAL, String::new()), |s| (s.code, s.reason));
-            let body = json!({
-                "event": "close",
-                "socket_id": conn.id().as_str(),
-                "user_id": user,
-                "path": accepted.request.path,
-                "params": accepted.request.params,
-                "code": code,
-                "reason": reason,
-            });
-            let wait = self.timeout.min(MAX_CLOSE_WAIT);
-            match self.call("close", &body, &accepted.headers, wait).await {
-                Outcome::Answered { status, .. } if (200..300).contains(&status) => {}
-                Outcome::Answered { status, .. } => {
-                    self.log_failure("close", &format!("status {status}"), "handler_status")
-                }
-                Outcome::TimedOut => self.log_failure("close", "timed out", "handler_timeout"),
-                Outcome::Failed(e) => self.log_failure("close", &e, "handler_unreachable"),
+        let (code, reason) = conn
+            .close_status()
+            .map_or((ABNORMAL, String::new()), |s| (s.code, s.reason));
+        self.post_close(&accepted, code, &reason).await;
+    }
+
+    /// Posts `close` (when the route posts it); the answer is ignored, a
+    /// failure logged and counted.
+    async fn post_close(&self, accepted: &Accepted, code: u16, reason: &str) {
+        if !self.cfg.posts("close") {
+            return;
+        }
+        let body = json!({
+            "event": "close",
+            "socket_id": accepted.socket_id.as_str(),
+            "user_id": accepted.user,
+            "path": accepted.request.path,
+            "params": accepted.request.params,
+            "code": code,
+            "reason": reason,
+        });
+        let wait = self.timeout.min(MAX_CLOSE_WAIT);
+        match self.call("close", &body, &accepted.headers, wait).await {
+            Outcome::Answered { status, .. } if (200..300).contains(&status) => {}
+            Outcome::Answered { status, .. } => {
+                self.log_failure("close", &format!("status {status}"), "handler_status")
             }
+            Outcome::TimedOut => self.log_failure("close", "timed out", "handler_timeout"),
+            Outcome::Failed(e) => self.log_failure("close", &e, "handler_unreachable"),
         }
     }
 
@@ -432,31 +440,11 @@ impl Drop for PendingAccept {
         let Some(accepted) = self.accepted.lock().take() else {
             return;
         };
-        if !self.route.cfg.posts("close") {
-            return;
-        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let route = self.route.clone();
-        runtime.spawn(async move {
-            let user = accepted
-                .user
-                .as_deref()
-                .map(Value::from)
-                .unwrap_or(Value::Null);
-            let body = json!({
-                "event": "close",
-                "socket_id": accepted.socket_id.as_str(),
-                "user_id": user,
-                "path": accepted.request.path,
-                "params": accepted.request.params,
-                "code": ABNORMAL,
-                "reason": "",
-            });
-            let wait = route.timeout.min(MAX_CLOSE_WAIT);
-            let _ = route.call("close", &body, &accepted.headers, wait).await;
-        });
+        runtime.spawn(async move { route.post_close(&accepted, ABNORMAL, "").await });
     }
 }
 
