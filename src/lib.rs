@@ -3,7 +3,9 @@
 //!
 //! The layout, from the bottom up (dependencies point down, toward the core):
 //!
-//! - [`core`] — protocol-agnostic state: apps ([`core::app`]), channel names
+//! - [`core`] — protocol-agnostic state: apps ([`core::app`], with settings
+//!   a reload can replace: [`core::live_app`]; the app set swapped whole:
+//!   [`core::registry`]; every connection of an app: [`core::roster`]), channel names
 //!   ([`core::channel`]), connections, their wire variants and bounded
 //!   outboxes ([`core::connection`]), events encoded once per wire
 //!   ([`core::event`]), the per-app hub with presence, fan-out and

@@ -105,11 +105,8 @@ mod tests {
                 for _ in 0..20_000 {
                     let app: &AppConfig = &live;
                     // Every published version keeps key and secret paired.
-                    assert_eq!(
-                        app.secret,
-                        format!("secret-of-{}", app.key)
-                            .replace("secret-of-resonance-key", "resonance-secret")
-                    );
+                    let first = app.key == "resonance-key" && app.secret == "resonance-secret";
+                    assert!(first || app.secret == format!("secret-of-{}", app.key));
                 }
             })
         };
