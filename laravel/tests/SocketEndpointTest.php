@@ -127,6 +127,7 @@ class SocketEndpointTest extends TestCase
         $json = json_encode($body);
         $request = \Illuminate\Http\Request::create('/resonance/socket?route='.rawurlencode('/refuse/{id}'), 'POST', [], [], [], [
             'HTTP_X_RESONANCE_SIGNATURE' => hash_hmac('sha256', $json, self::SECRET),
+            'HTTP_X_FORWARDED_FOR' => '198.51.100.4, 10.0.0.1',
             'CONTENT_TYPE' => 'application/json',
         ], $json);
         Socket::route('/refuse/{id}', RefusingSocket::class);
@@ -172,6 +173,6 @@ class SocketEndpointTest extends TestCase
         [$status] = $this->withRefusingRoute($base + ['data' => '***', 'binary' => true]);
         $this->assertSame(400, $status, 'binary data that is not base64');
         [, $body] = $this->withRefusingRoute($base + ['data' => 'plain']);
-        $this->assertSame(['send' => 'text:plain'], $body['actions'][0]);
+        $this->assertSame(['send' => 'text:plain@198.51.100.4'], $body['actions'][0], 'ip(): the first X-Forwarded-For address');
     }
 }

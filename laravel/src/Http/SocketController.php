@@ -54,6 +54,8 @@ class SocketController
             isset($call['user_id']) ? (string) $call['user_id'] : null,
             SessionUser::resolver($this->app, $request, config('resonance.sockets.guard'))
         );
+        $forwarded = (string) $request->header('X-Forwarded-For', '');
+        $conn->setIp($forwarded === '' ? null : trim(explode(',', $forwarded)[0]));
         $handler = $this->app->make($route->handler);
         if (! $handler instanceof SocketHandler) {
             return $this->error(500, $route->handler.' does not extend '.SocketHandler::class);

@@ -18,6 +18,7 @@ class Connection
     private $headers;
     private $userId;
     private $userIdSet = false;
+    private $ip;
     private $userResolver;
     private $user;
     private $userResolved = false;
@@ -34,6 +35,18 @@ class Connection
         $this->headers = array_change_key_case($headers, CASE_LOWER);
         $this->userId = $userId;
         $this->userResolver = $userResolver;
+    }
+
+    /** The browser's IP address (X-Forwarded-For of Resonance's call), or null. */
+    public function ip(): ?string
+    {
+        return $this->ip;
+    }
+
+    /** @internal */
+    public function setIp(?string $ip): void
+    {
+        $this->ip = $ip === null || $ip === '' ? null : $ip;
     }
 
     /** The socket id (for Socket::emit() and `except:`). */

@@ -34,7 +34,7 @@ class RefusingSocket extends SocketHandler
 
     public function onMessage(Connection $conn, string $message)
     {
-        $conn->send($conn->isBinary() ? 'binary:'.bin2hex($message) : 'text:'.$message);
+        $conn->send($conn->isBinary() ? 'binary:'.bin2hex($message) : 'text:'.$message.'@'.$conn->ip());
         $conn->sendBinary("\x00\xff");
     }
 }
