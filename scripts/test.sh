@@ -44,6 +44,7 @@ node_suite() {
 node_suite tests/js "pusher-js, laravel-echo (Pusher protocol)"
 node_suite tests/laravel "Laravel bridge (Redis, auth endpoint, Socket.IO 2.x/4.x, laravel-echo-server)"
 node_suite tests/cluster "cluster (several nodes over Redis)"
+node_suite tests/handlers "handler routes: the PHP chat example (ws clients, headless Chromium)"
 node_suite tests/laravel-app "real Laravel 8.83 app (php -S): Echo socket.io 2.x/4.x and pusher/reverb, channel callbacks, notifications, toOthers(), the Laravel package"
 
 step "Laravel package (PHPUnit, inside the real Laravel app)"

@@ -145,6 +145,9 @@ pub struct Config {
     pub cluster: ClusterConfig,
     #[serde(default)]
     pub apps: Vec<AppConfig>,
+    /// `[[routes]]`: WebSocket routes whose events the app handles over HTTP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<crate::custom::app_handlers::RouteConfig>,
 }
 
 impl Default for Config {
@@ -153,6 +156,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             cluster: ClusterConfig::default(),
             apps: vec![AppConfig::default()],
+            routes: Vec::new(),
         }
     }
 }
@@ -402,6 +406,9 @@ impl Config {
             return Err(format!(
                 "server.echo_path: {path:?} must start with '/' and not be under /app/"
             ));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            route.validate(&format!("routes[{i}]"), &self.apps)?;
         }
         let (mut ids, mut keys) = (HashSet::new(), HashSet::new());
         for (i, app) in self.apps.iter().enumerate() {

@@ -21,12 +21,16 @@
 //!   sessions), [`socketio`] (Echo's socket.io connector on engineioxide,
 //!   Engine.IO 3 and 4), [`custom`] (custom WebSocket routes and the
 //!   library API: path patterns, handlers, rooms as hub channels, user
-//!   authenticators, plain HTTP routes; `Server::builder` starts there).
+//!   authenticators, plain HTTP routes; `Server::builder` starts there;
+//!   [`custom::app_handlers`]: `[[routes]]` handled by the app over HTTP
+//!   and the signed socket API).
 //! - Ingress: [`http_api`] (the Pusher HTTP API and the
 //!   laravel-echo-server-style API), [`ingress`] (Laravel's `redis`
 //!   broadcaster over Redis pub/sub).
 //! - Egress: [`auth_endpoint`] (asking the app's `/broadcasting/auth` with
-//!   the user's cookies).
+//!   the user's cookies), [`app_call`] (signed JSON `POST`s to the app, for
+//!   handler routes and the hook), [`client_event_hook`] (client events
+//!   vetted by the app before they are relayed).
 //! - Engines: [`adapter`] (the Redis cluster adapter behind
 //!   [`core::adapter::Adapter`]).
 //! - [`server`] — accept loop, per-connection limits, routing, readiness
@@ -37,7 +41,9 @@
 //!   (`resonance init`).
 
 pub mod adapter;
+pub mod app_call;
 pub mod auth_endpoint;
+pub mod client_event_hook;
 pub mod config;
 pub mod core;
 pub mod custom;

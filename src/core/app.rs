@@ -61,6 +61,10 @@ pub struct AppConfig {
     /// HTTP API requests per second accepted for this app; 0 means
     /// unlimited (over → 429).
     pub max_api_rate: u32,
+    /// `http://` URL that `client-*` events are posted to before they are
+    /// relayed (see `crate::client_event_hook`); unset: relayed at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_event_hook: Option<String>,
 }
 
 impl Default for AppConfig {
@@ -88,6 +92,7 @@ impl Default for AppConfig {
             extra_api_keys: Vec::new(),
             max_subscriptions_per_connection: 100,
             max_api_rate: 0,
+            client_event_hook: None,
         }
     }
 }
@@ -132,6 +137,10 @@ impl AppConfig {
                     "must not be the app key: the key is public (browsers send it), an API key must be secret",
                 );
             }
+        }
+        if let Some(url) = &self.client_event_hook {
+            crate::app_call::parse_url(url)
+                .map_err(|e| format!("{prefix}.client_event_hook: {e}"))?;
         }
         if self.activity_timeout == 0 {
             return bad("activity_timeout", "must be at least 1 second");

@@ -45,8 +45,12 @@
 //! - [`auth`] — identifying the user from the upgrade request.
 //! - [`wire`] — how core events are encoded for raw connections.
 //! - [`http`] — plain HTTP routes.
+//! - [`app_handlers`] — `[[routes]]` from the config file: routes whose
+//!   events the app handles over signed HTTP calls, and the signed socket
+//!   API.
 //! - `mount` — the server-side dispatch of all of the above.
 
+pub mod app_handlers;
 pub mod auth;
 pub mod conn;
 pub mod handler;

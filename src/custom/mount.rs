@@ -20,6 +20,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::app_handlers::{self, PeerAddr, sockets::AppSockets};
 use super::auth::UpgradeRequest;
 use super::conn::Conn;
 use super::handler::{self, Handler};
@@ -29,7 +30,7 @@ use super::route::{PathPattern, Route};
 use super::wire::RAW_WIRE;
 use crate::config::ServerConfig;
 use crate::core::channel::ChannelSpec;
-use crate::core::connection::Connection;
+use crate::core::connection::{Connection, SocketId};
 use crate::core::hub::{ConnectionSlot, Hub};
 use crate::core::node::Node;
 use crate::ws;
@@ -76,6 +77,8 @@ pub(crate) struct Mount {
     config: Arc<ServerConfig>,
     shutdown: CancellationToken,
     sessions: TaskTracker,
+    /// Handler-route connections per app (apps with `[[routes]]` only).
+    handler_sockets: HashMap<String, Arc<AppSockets>>,
 }
 
 impl Mount {
@@ -92,6 +95,7 @@ impl Mount {
             .map(|h| (h.app.id.clone(), Arc::default()))
             .collect();
         let mut ws = Vec::new();
+        let mut handler_sockets: HashMap<String, Arc<AppSockets>> = HashMap::new();
         for (pattern, route) in routes.ws {
             let hub = match &route.app_id {
                 Some(id) => node
@@ -111,6 +115,12 @@ impl Mount {
                 ));
             }
             let rooms = Rooms::new(node.clone(), hub.clone(), registries[&hub.app.id].clone());
+            if let Some(handler) = &route.app_handler {
+                let sockets = handler_sockets
+                    .entry(hub.app.id.clone())
+                    .or_insert_with(|| AppSockets::start(node.clone(), rooms.clone()));
+                handler.bind(sockets.clone());
+            }
             ws.push(WsRoute {
                 pattern,
                 route,
@@ -125,7 +135,21 @@ impl Mount {
             config,
             shutdown,
             sessions,
+            handler_sockets,
         })
+    }
+
+    /// Answers the signed socket API (`/apps/{id}/sockets/...`,
+    /// `/rooms/{room}/broadcast`, `/users/{id}/send`); `None` for any
+    /// other path.
+    pub(crate) async fn socket_api(
+        &self,
+        req: &crate::http_api::ApiRequest<'_>,
+    ) -> Option<crate::http_api::ApiResult> {
+        if !app_handlers::api::is_socket_api(req.path) {
+            return None;
+        }
+        Some(app_handlers::api::handle(&self.handler_sockets, req).await)
     }
 
     /// Rooms of app `id` (the first app when `None`).
@@ -300,8 +324,21 @@ impl Mount {
             Ok(h) => h,
             Err(response) => return *response,
         };
+        let (mut handler, mut user, mut socket_id) = (r.route.handler.clone(), user, None);
+        if let Some(app_handler) = &r.route.app_handler {
+            let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
+            match app_handler.connect(&request, peer).await {
+                Ok(accepted) => {
+                    user = accepted.user().map(str::to_string);
+                    socket_id = Some(accepted.socket_id().clone());
+                    handler = app_handler.handler_for(accepted);
+                }
+                Err((status, message)) => return refuse(status, message),
+            }
+        }
         let session = Session {
-            handler: r.route.handler.clone(),
+            handler,
+            socket_id,
             rooms: r.rooms.clone(),
             authorize: r.route.authorize_rooms.clone(),
             hub,
@@ -336,6 +373,8 @@ impl Mount {
 /// Everything one accepted connection needs once the upgrade completes.
 struct Session {
     handler: Handler,
+    /// Given before the upgrade (handler routes tell the app at connect).
+    socket_id: Option<SocketId>,
     rooms: Rooms,
     authorize: Option<RoomAuthorizer>,
     hub: Arc<Hub>,
@@ -356,7 +395,10 @@ struct Session {
 impl Session {
     async fn run(self, socket: ws::Socket) {
         let _slot = self.slot;
-        let core = Connection::new(&RAW_WIRE, self.outbox_limit);
+        let core = match self.socket_id {
+            Some(id) => Connection::with_id(id, &RAW_WIRE, self.outbox_limit),
+            None => Connection::new(&RAW_WIRE, self.outbox_limit),
+        };
         let registry = self.rooms.registry().clone();
         registry.insert(&core);
         let user = self.user.clone();

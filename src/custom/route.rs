@@ -165,6 +165,8 @@ pub struct Route {
     pub(crate) app_id: Option<String>,
     pub(crate) max_message_bytes: Option<usize>,
     pub(crate) frame_size: Option<usize>,
+    /// Set on `[[routes]]` entries: the app handles the events over HTTP.
+    pub(crate) app_handler: Option<Arc<super::app_handlers::session::HandlerRoute>>,
 }
 
 impl Route {
@@ -179,6 +181,7 @@ impl Route {
             app_id: None,
             max_message_bytes: None,
             frame_size: None,
+            app_handler: None,
         }
     }
 

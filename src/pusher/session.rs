@@ -562,7 +562,7 @@ impl Session {
             },
             Some(self.conn.socket_id.clone()),
         );
-        self.node.publish(&self.hub, event);
+        crate::client_event_hook::relay(&self.node, &self.hub, event, self.user.as_deref());
     }
 
     fn cleanup(&mut self) {

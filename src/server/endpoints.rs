@@ -219,7 +219,11 @@ async fn api_call(state: &State, req: Request<Incoming>) -> Response<Body> {
         body: &body,
         app_rate: Some(&state.api_app_rate),
     };
-    match http_api::handle(&state.node, &request).await {
+    let answer = match state.custom.socket_api(&request).await {
+        Some(answer) => answer,
+        None => http_api::handle(&state.node, &request).await,
+    };
+    match answer {
         Ok(value) => json(StatusCode::OK, &value),
         Err(e) => json_error(
             StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),

@@ -94,8 +94,13 @@ impl Server {
     pub(crate) async fn bind_routes(
         config: Config,
         adapter: Arc<dyn Adapter>,
-        routes: custom::Routes,
+        mut routes: custom::Routes,
     ) -> std::io::Result<Server> {
+        // `[[routes]]`: WebSocket routes handled by the app over HTTP.
+        routes.ws.extend(
+            custom::app_handlers::routes(&config.routes)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        );
         crate::http_api::echo::started();
         let listener = listen(&config.server.host, config.server.port).await?;
         let metrics_listener = match &config.server.metrics_listen {
@@ -344,8 +349,10 @@ async fn listen(host: &str, port: u16) -> std::io::Result<TcpListener> {
 async fn handle(
     state: Arc<State>,
     peer: IpAddr,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    req.extensions_mut()
+        .insert(custom::app_handlers::PeerAddr(peer));
     if let Some(key) = req.uri().path().strip_prefix("/app/") {
         let key = key.to_string();
         return Ok(pusher_upgrade(&state, req, &key));

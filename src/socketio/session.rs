@@ -417,7 +417,7 @@ impl SocketIoFrontend {
             },
             exclude,
         );
-        self.node.publish(&self.hub, event);
+        crate::client_event_hook::relay(&self.node, &self.hub, event, None);
     }
 }
 
