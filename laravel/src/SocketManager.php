@@ -158,6 +158,12 @@ class SocketManager
         }
     }
 
+    /** Use $client for the API calls (tests, a custom transport). */
+    public function useClient(ApiClient $client): void
+    {
+        $this->client = $client;
+    }
+
     public function client(): ApiClient
     {
         if ($this->client === null) {

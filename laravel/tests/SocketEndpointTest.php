@@ -2,7 +2,10 @@
 
 namespace Resonance\Laravel\Tests;
 
+use Illuminate\Contracts\Http\Kernel as HttpKernel;
+use Illuminate\Http\Request;
 use Resonance\Laravel\Facades\Socket;
+use Resonance\Laravel\SocketManager;
 use Resonance\Laravel\Tests\Fixtures\RefusingSocket;
 
 /** The handler endpoint (POST /resonance/socket) against the site's ChatSocket and fixtures. */
@@ -111,13 +114,22 @@ class SocketEndpointTest extends TestCase
         $this->assertSame(['actions' => [['close' => ['code' => 4000, 'reason' => 'bye']]]], $this->json($this->handlerCall($message)));
     }
 
-    public function testCloseBroadcastsToTheRoom(): void
+    public function testCloseBroadcastsToTheRoomThroughTheApi(): void
     {
         $this->login('carol@example.com');
-        $close = ['event' => 'close', 'socket_id' => 'sock-1', 'user_id' => '3', 'path' => '/chat-rooms/9', 'params' => ['id' => '9'], 'code' => 1001, 'reason' => ''];
-        $this->assertSame(['actions' => [
-            ['broadcast' => ['room' => 'chat-rooms.9', 'data' => ['type' => 'left', 'user' => 'Carol'], 'except_self' => false]],
-        ]], $this->json($this->handlerCall($close)));
+        $app = $this->app();
+        $client = new RecordingClient();
+        $app->make(SocketManager::class)->useClient($client);
+        $json = json_encode(['event' => 'close', 'socket_id' => 'sock-1', 'user_id' => '3', 'path' => '/chat-rooms/9', 'params' => ['id' => '9'], 'code' => 1001, 'reason' => '']);
+        $request = Request::create('/resonance/socket?route='.rawurlencode('/chat-rooms/{id}'), 'POST', [], $this->cookies, [], [
+            'HTTP_X_RESONANCE_SIGNATURE' => hash_hmac('sha256', $json, self::SECRET),
+            'HTTP_COOKIE' => $this->cookieHeader(),
+            'CONTENT_TYPE' => 'application/json',
+        ], $json);
+        $response = $app->make(HttpKernel::class)->handle($request);
+        $this->assertSame(200, $response->getStatusCode(), $response->getContent());
+        $this->assertSame(['actions' => []], json_decode($response->getContent(), true), 'a close answer is ignored by Resonance: no actions');
+        $this->assertSame([['/rooms/chat-rooms.9/broadcast', ['data' => ['type' => 'left', 'user' => 'Carol']]]], $client->calls, 'the room hears it through the API');
     }
 
     /** Routes registered at runtime, as routes/sockets.php would. */

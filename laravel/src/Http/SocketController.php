@@ -81,11 +81,11 @@ class SocketController
 
                 return $this->answer(['actions' => $conn->actions()]);
             case 'close':
-                $this->sockets->handling($conn, function () use ($handler, $conn, $call) {
-                    $handler->onClose($conn, (int) ($call['code'] ?? 1005), (string) ($call['reason'] ?? ''));
-                });
+                // Resonance ignores the answer to a close (the socket is gone): Socket:: calls
+                // made here go through the signed API instead of becoming actions.
+                $handler->onClose($conn, (int) ($call['code'] ?? 1005), (string) ($call['reason'] ?? ''));
 
-                return $this->answer(['actions' => $conn->actions()]);
+                return $this->answer(['actions' => []]);
             default:
                 return $this->error(400, 'unknown event '.json_encode($call['event']));
         }

@@ -9,7 +9,9 @@ namespace Resonance\Laravel\Sockets;
  *  - onOpen: before the WebSocket is accepted. Return false, abort(401/403) or throw an
  *    AuthorizationException / AuthenticationException to refuse the connection.
  *  - onMessage: each text or binary message, one at a time per connection, in order.
- *  - onClose: once per accepted connection, whoever closed it.
+ *  - onClose: once per accepted connection, whoever closed it, after it left its rooms. The
+ *    socket is gone: Socket:: calls here go through Resonance's API (the answer to a close
+ *    is ignored), and $conn->send()/join()/... have no effect.
  */
 abstract class SocketHandler
 {
