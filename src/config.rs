@@ -333,6 +333,19 @@ impl Config {
                 .filter(|k| !k.is_empty())
                 .collect();
         }
+        if let Some(url) = env("RESONANCE_APP_WEBHOOK_URL").filter(|u| !u.is_empty()) {
+            let event_types = env("RESONANCE_APP_WEBHOOK_EVENTS")
+                .unwrap_or_default()
+                .split(',')
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect();
+            a.webhooks = vec![crate::core::webhook_target::WebhookTarget {
+                url,
+                event_types,
+                ..Default::default()
+            }];
+        }
         if let Some(origins) = env("RESONANCE_APP_ALLOWED_ORIGINS") {
             a.allowed_origins = origins
                 .split(',')

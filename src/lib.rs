@@ -10,7 +10,11 @@
 //!   connection slots released on drop ([`core::hub`]), the rules every
 //!   front-end shares ([`core::rules`]), per-app counters ([`core::stats`]),
 //!   the node with its ordered fan-out lanes and tracked background tasks
-//!   ([`core::node`]) and the cross-node [`core::adapter`] seam.
+//!   ([`core::node`]) and the cross-node [`core::adapter`] seam; the
+//!   one stream of happenings (occupied/vacated, members, client events,
+//!   connections; cluster-wide once or node-local) in
+//!   [`core::happenings`], with departures held and settled by
+//!   [`core::settle`].
 //! - [`signing`] — Pusher's HMAC signatures, shared by auth and the API.
 //! - [`limits`] — per-IP connection slots and token-bucket rate limits.
 //! - [`ws`] — the WebSocket seam: the handshake, our lean RFC 6455
@@ -30,7 +34,8 @@
 //! - Egress: [`auth_endpoint`] (asking the app's `/broadcasting/auth` with
 //!   the user's cookies), [`app_call`] (signed JSON `POST`s to the app, for
 //!   handler routes and the hook), [`client_event_hook`] (client events
-//!   vetted by the app before they are relayed).
+//!   vetted by the app before they are relayed), [`webhooks`] (Pusher's
+//!   webhooks, a subscriber of the happenings stream).
 //! - Engines: [`adapter`] (the Redis cluster adapter behind
 //!   [`core::adapter::Adapter`]).
 //! - [`server`] — accept loop, per-connection limits, routing, readiness
@@ -58,4 +63,5 @@ pub mod server;
 pub mod signing;
 pub mod socketio;
 pub mod tls;
+pub mod webhooks;
 pub mod ws;

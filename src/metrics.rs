@@ -23,7 +23,7 @@ use crate::core::node::Node;
 pub fn render(node: &Node, ready: bool) -> String {
     let mut out = String::with_capacity(4096);
     type Pick = fn(&crate::core::stats::AppStats) -> u64;
-    let series: [(&str, &str, &str, Pick); 8] = [
+    let series: [(&str, &str, &str, Pick); 13] = [
         (
             "resonance_connections",
             "gauge",
@@ -71,6 +71,36 @@ pub fn render(node: &Node, ready: bool) -> String {
             "counter",
             "HTTP API requests.",
             |s| s.api_calls.load(Relaxed),
+        ),
+        (
+            "resonance_webhook_events_sent_total",
+            "counter",
+            "Webhook events delivered (2xx) by this node.",
+            |s| s.webhooks.sent.load(Relaxed),
+        ),
+        (
+            "resonance_webhook_requests_failed_total",
+            "counter",
+            "Webhook requests that failed (non-2xx, timeout, refused).",
+            |s| s.webhooks.failed.load(Relaxed),
+        ),
+        (
+            "resonance_webhook_requests_retried_total",
+            "counter",
+            "Webhook requests sent again after a failure.",
+            |s| s.webhooks.retried.load(Relaxed),
+        ),
+        (
+            "resonance_webhook_events_dropped_total",
+            "counter",
+            "Webhook events dropped (queue full, or retried past 5 minutes).",
+            |s| s.webhooks.dropped.load(Relaxed),
+        ),
+        (
+            "resonance_webhook_queue_depth",
+            "gauge",
+            "Webhook events waiting to be sent.",
+            |s| s.webhooks.queued.load(Relaxed),
         ),
     ];
     for (name, kind, help, pick) in series {

@@ -65,6 +65,8 @@ pub struct AppConfig {
     /// relayed (see `crate::client_event_hook`); unset: relayed at once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_event_hook: Option<String>,
+    /// Webhook targets (`[[apps.webhooks]]`): who hears what happens.
+    pub webhooks: Vec<super::webhook_target::WebhookTarget>,
 }
 
 impl Default for AppConfig {
@@ -93,6 +95,7 @@ impl Default for AppConfig {
             max_subscriptions_per_connection: 100,
             max_api_rate: 0,
             client_event_hook: None,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -166,6 +169,9 @@ impl AppConfig {
         }
         if self.auth_timeout == 0 {
             return bad("auth_timeout", "must be at least 1 second");
+        }
+        for (i, target) in self.webhooks.iter().enumerate() {
+            target.validate(&format!("{prefix}.webhooks[{i}]"))?;
         }
         if self.client_event_rate == 0 && self.client_events {
             return bad(

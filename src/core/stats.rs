@@ -21,6 +21,24 @@ pub struct AppStats {
     pub ingress: AtomicU8,
     /// Refusals and errors by kind (rare, so a mutex is fine).
     errors: Mutex<BTreeMap<&'static str, u64>>,
+    /// Webhooks of this app sent by this node.
+    pub webhooks: WebhookStats,
+}
+
+/// Webhook delivery counters (events, except `failed` and `retried`,
+/// which count requests).
+#[derive(Default)]
+pub struct WebhookStats {
+    /// Events delivered (2xx).
+    pub sent: AtomicU64,
+    /// Requests that failed (non-2xx, timeout, refused).
+    pub failed: AtomicU64,
+    /// Requests sent again after a failure.
+    pub retried: AtomicU64,
+    /// Events dropped: queue full, stream lag, or retries past 5 minutes.
+    pub dropped: AtomicU64,
+    /// Events waiting to be sent, all targets.
+    pub queued: AtomicU64,
 }
 
 impl AppStats {

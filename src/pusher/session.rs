@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::protocol::{
     self as wire, ClientFrame, PUSHER_WIRE, SigninData, SubscribeData, UnsubscribeData,
 };
+use super::signin;
 use crate::auth_endpoint::{self, AuthCall, Verdict};
 use crate::config::ServerConfig;
 use crate::core::channel::{ChannelKind, ChannelSpec};
@@ -63,6 +64,8 @@ struct Session {
     subscriptions: Vec<Subscription>,
     /// The signed-in user (`pusher:signin`).
     user: Option<Box<str>>,
+    /// The users the signed-in user watches (`user_data.watchlist`).
+    watching: Vec<Box<str>>,
     rate: RateLimit,
     /// The handshake's `Cookie`, forwarded to the app's auth endpoint.
     cookie: Option<Arc<str>>,
@@ -104,6 +107,7 @@ pub async fn run(
     let activity = Duration::from_secs(hub.app.activity_timeout);
     let pong_timeout = Duration::from_secs(config.pong_timeout);
     let write_timeout = Duration::from_secs(config.write_timeout);
+    hub.connection_opened(&conn);
     conn.send(wire::connection_established(
         conn.socket_id.as_str(),
         hub.app.activity_timeout,
@@ -114,6 +118,7 @@ pub async fn run(
         conn: conn.clone(),
         subscriptions: Vec::new(),
         user: None,
+        watching: Vec::new(),
         rate: RateLimit::default(),
         cookie,
         pending: None,
@@ -462,7 +467,10 @@ impl Session {
         if spec.cached {
             match self.hub.cached(channel) {
                 Some(event) => self.reply(event.encoded(&PUSHER_WIRE)),
-                None => self.reply(wire::cache_miss(channel)),
+                None => {
+                    self.reply(wire::cache_miss(channel));
+                    self.hub.cache_missed(channel);
+                }
             }
         }
         self.subscriptions.push(Subscription {
@@ -505,29 +513,35 @@ impl Session {
         let signed = signing::signin_string(self.conn.socket_id.as_str(), &data.user_data);
         if !signing::verify_auth(&self.hub.app.key, &self.hub.app.secret, &data.auth, &signed) {
             self.hub.stats.error("signin_refused");
-            return self.error(
-                Some(UNAUTHORIZED),
+            return self.reply(signin::signin_error(
+                401,
                 &format!("Invalid signin signature over {signed}"),
-            );
+            ));
         }
-        #[derive(serde::Deserialize)]
-        struct UserData {
-            id: String,
-        }
-        let user = match serde_json::from_str::<UserData>(&data.user_data) {
-            Ok(u) if !u.id.is_empty() => u.id,
-            _ => {
-                return self.error(
-                    Some(UNAUTHORIZED),
-                    "user_data must be a JSON object with a non-empty string \"id\"",
-                );
+        let user = match signin::parse_user_data(&data.user_data) {
+            Ok(user) => user,
+            Err(message) => {
+                self.hub.stats.error("signin_refused");
+                return self.reply(signin::signin_error(400, &message));
             }
         };
-        if let Some(previous) = self.user.replace(user.as_str().into()) {
+        if let Some(previous) = self.user.replace(user.id.as_str().into()) {
             self.forget_user_if_unused(&previous);
         }
-        self.hub.add_user_connection(&user, &self.conn);
+        self.hub
+            .unwatch(&self.conn, &std::mem::take(&mut self.watching));
+        self.hub.add_user_connection(&user.id, &self.conn);
         self.reply(wire::signin_success(&data.user_data));
+        if !user.watchlist.is_empty() {
+            let online = self
+                .hub
+                .watch(&self.conn, &user.watchlist, signin::watchlist_events);
+            if !online.is_empty() {
+                let ids: Vec<&str> = online.iter().map(|u| &**u).collect();
+                self.reply(signin::watchlist_events(true, &ids));
+            }
+            self.watching = user.watchlist;
+        }
     }
 
     fn client_event(&mut self, frame: &ClientFrame<'_>) {
@@ -576,6 +590,9 @@ impl Session {
         if let Some(user) = self.user.take() {
             self.hub.remove_user_connection(&user, &self.conn);
         }
+        self.hub
+            .unwatch(&self.conn, &std::mem::take(&mut self.watching));
+        self.hub.connection_closed(&self.conn);
         // The connection's quota slot is released by the caller's guard.
     }
 }

@@ -111,6 +111,7 @@ impl Server {
         node.adapter().ready().await;
         // One fan-out lane per core: API triggers answer once queued.
         node.start_lanes(std::thread::available_parallelism().map_or(2, |n| n.get()));
+        crate::webhooks::start(&node);
         let tls = match (&config.server.tls_cert, &config.server.tls_key) {
             (Some(cert), Some(key)) => Some(
                 crate::tls::acceptor(cert, key, config.server.tls_chain.as_deref())

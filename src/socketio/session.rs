@@ -127,6 +127,7 @@ impl SocketIoFrontend {
             &SOCKETIO_WIRE,
             self.outbox_limit,
         );
+        self.hub.connection_opened(&conn);
         let cookie = socket
             .req_parts
             .headers
@@ -441,6 +442,7 @@ impl EngineIoHandler for SocketIoFrontend {
             self.leave(&session.conn, &sub, &[]);
         }
         session.conn.terminate(1000, "disconnected");
+        self.hub.connection_closed(&session.conn);
         // Dropping `session` releases its connection slot.
     }
 

@@ -14,6 +14,8 @@ pub const LEAVE: &str = "l";
 pub const TERMINATE: &str = "k";
 pub const QUERY: &str = "q";
 pub const REPLY: &str = "r";
+/// The end of a departure's hold (occupancy, presence, online users).
+pub const SETTLE: &str = "s";
 /// A custom route's raw frame (text or binary, base64 in `p`).
 pub const RAW: &str = "w";
 

@@ -22,6 +22,7 @@
 //!   others' and reports the difference to its clients. Pub/sub holds no
 //!   backlog, so nothing is delivered twice.
 
+mod happenings;
 pub mod message;
 pub mod replica;
 
@@ -36,13 +37,17 @@ use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{Notify, mpsc};
 
-use self::message::{EVENT, JOIN, LEAVE, Message, QUERY, RAW, REPLY, TERMINATE};
+use self::happenings::{OCCUPIED, ONLINE, is_pseudo};
+use self::message::{EVENT, JOIN, LEAVE, Message, QUERY, RAW, REPLY, SETTLE, TERMINATE};
 use self::replica::{Change, Replica};
+use crate::core::adapter::member_subject;
 use crate::core::adapter::{Adapter, BoxFuture};
 use crate::core::connection::SocketId;
 use crate::core::event::{Event, EventKind, Member, RawJson};
+use crate::core::happenings::HOLD;
 use crate::core::hub::{ChannelSummary, Hub};
 use crate::core::node::Node;
+use crate::core::settle::{Settler, Subject};
 
 /// Settings of the Redis adapter (the `[cluster]` config table).
 #[derive(Debug, Clone)]
@@ -92,6 +97,10 @@ pub struct RedisAdapter {
     pending_removals: Mutex<HashMap<PendingKey, u64>>,
     synced: Notify,
     is_synced: AtomicBool,
+    /// Departures being held cluster-wide (see [`happenings`]).
+    settler: Mutex<Settler>,
+    /// Generations of this node's departures.
+    generation: AtomicU64,
 }
 
 fn now_ms() -> u64 {
@@ -120,6 +129,8 @@ impl RedisAdapter {
             pending_removals: Mutex::new(HashMap::new()),
             synced: Notify::new(),
             is_synced: AtomicBool::new(false),
+            settler: Mutex::new(Settler::default()),
+            generation: AtomicU64::new(1),
         })
     }
 
@@ -216,6 +227,9 @@ impl RedisAdapter {
                     member,
                 } => (app, channel, EventKind::MemberRemoved(member)),
             };
+            if is_pseudo(&channel) {
+                continue;
+            }
             if let Some(hub) = self.hub(&app) {
                 Self::announce(&hub, Event::new(channel, kind, None));
             }
@@ -357,6 +371,7 @@ impl RedisAdapter {
             }
         }
         *self.alive.lock() = alive.into_iter().filter(|n| *n != self.id).collect();
+        self.seen_changes(&changes);
         self.deliver(changes).await;
         Ok(())
     }
@@ -383,6 +398,7 @@ impl RedisAdapter {
                 hub.local_presence()
                     .into_iter()
                     .map(|(channel, member)| (hub.app.id.clone(), channel, member))
+                    .chain(Self::local_pseudo(hub))
             })
             .collect()
     }
@@ -431,17 +447,26 @@ impl RedisAdapter {
             .zrangebyscore(nodes_key, "-inf", format!("({cutoff}"))
             .await?;
         let alive_set: HashSet<&String> = alive.iter().collect();
-        for node in self.replica_nodes() {
-            if node != self.id && !alive_set.contains(&node) {
-                tracing::warn!(
-                    node,
-                    "cluster node stopped heartbeating; removing its presence members"
-                );
-                let changes = self.replica.lock().drop_node(&node);
-                self.deliver(changes).await;
-            }
-        }
-        for node in dead.iter().filter(|n| **n != self.id) {
+        let replica_nodes: HashSet<String> = self.replica_nodes().into_iter().collect();
+        let owners: Vec<String> = self
+            .settler
+            .lock()
+            .owners()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let mut gone: Vec<String> = dead
+            .iter()
+            .cloned()
+            .chain(replica_nodes.iter().cloned())
+            .chain(owners)
+            .filter(|n| *n != self.id && !alive_set.contains(n))
+            .collect();
+        gone.sort();
+        gone.dedup();
+        for node in gone {
+            // Whoever wins the reap lock deletes the node's share and
+            // reports, once for the cluster, what its users owe.
             let lock: Option<String> = redis::cmd("SET")
                 .arg(self.key(&format!("reap#{node}")))
                 .arg(&self.id)
@@ -450,11 +475,25 @@ impl RedisAdapter {
                 .arg(60_000)
                 .query_async(conn)
                 .await?;
-            if lock.is_some() {
-                let _: () = conn.del(self.presence_key(node)).await?;
-                let _: () = conn.zrem(nodes_key, node).await?;
+            let won = lock.is_some();
+            if won {
+                let _: () = conn.del(self.presence_key(&node)).await?;
+                let _: () = conn.zrem(nodes_key, &node).await?;
             }
+            if replica_nodes.contains(&node) {
+                tracing::warn!(
+                    node,
+                    "cluster node stopped heartbeating; removing its presence members"
+                );
+            }
+            let changes = self.replica.lock().drop_node(&node);
+            self.settle_gone(&node, &changes, won);
+            self.seen_changes(&changes);
+            self.deliver(changes).await;
         }
+        // Holds whose end was lost (a Redis outage) must not swallow a
+        // later arrival.
+        self.settler.lock().forget_stale(HOLD * 20);
         *self.alive.lock() = alive.into_iter().filter(|n| *n != self.id).collect();
         Ok(())
     }
@@ -518,6 +557,13 @@ impl RedisAdapter {
                     .replica
                     .lock()
                     .join(&msg.a, channel, &msg.o, member.clone());
+                if is_pseudo(channel) {
+                    return self.on_pseudo(&msg, channel, &member.key, added);
+                }
+                if added && let Some(hub) = self.hub(&msg.a) {
+                    let subject = member_subject(channel, &member);
+                    self.arrived(&hub, subject, msg.o == self.id);
+                }
                 let key = (msg.a.clone(), channel.to_string(), member.key.to_string());
                 // Back within the grace period: clients never saw it leave.
                 let returned = added && self.pending_removals.lock().remove(&key).is_some();
@@ -535,7 +581,13 @@ impl RedisAdapter {
                     return;
                 };
                 let removed = self.replica.lock().leave(&msg.a, channel, &msg.o, user);
+                if is_pseudo(channel) {
+                    return self.on_pseudo(&msg, channel, user, removed.is_some());
+                }
                 if let Some(member) = removed {
+                    if let Some(hub) = self.hub(&msg.a) {
+                        self.departed(&hub, member_subject(channel, &member), &msg);
+                    }
                     self.remove_after_grace(msg.a.clone(), channel.to_string(), member);
                 }
             }
@@ -565,6 +617,7 @@ impl RedisAdapter {
                     });
                 }
             }
+            SETTLE => self.on_settle(&msg),
             REPLY => {
                 let sender = msg.q.and_then(|q| self.queries.lock().get(&q).cloned());
                 if let Some(sender) = sender {
@@ -725,6 +778,7 @@ impl Adapter for RedisAdapter {
         {
             // Redis is away: tell local clients now; the resync re-announces.
             hub.announce_member_added(channel, member.clone(), Some(socket.clone()));
+            self.arrived(hub, member_subject(channel, member), true);
         }
     }
 
@@ -734,21 +788,54 @@ impl Adapter for RedisAdapter {
             field: message::presence_field(app, channel, &member.key),
         });
         if self.healthy.load(Ordering::SeqCst) {
-            self.broadcast(&Message {
-                t: LEAVE.into(),
-                o: self.id.clone(),
-                a: app.clone(),
-                c: Some(channel.into()),
-                u: Some(member.key.to_string()),
-                ..Message::default()
-            });
+            self.broadcast(&self.leave_message(app, channel, &member.key));
         } else if let Some(gone) = self
             .replica
             .lock()
             .leave(app, channel, &self.id, &member.key)
         {
             hub.announce_member_removed(channel, gone);
+            hub.report(member_subject(channel, member).departed());
         }
+    }
+
+    fn channel_occupied(&self, hub: &Hub, channel: &str) {
+        self.pseudo_join(hub, OCCUPIED, channel);
+    }
+
+    fn channel_vacated(&self, hub: &Hub, channel: &str) {
+        self.pseudo_leave(hub, OCCUPIED, channel);
+    }
+
+    fn user_connected(&self, hub: &Hub, user: &str) {
+        self.pseudo_join(hub, ONLINE, user);
+    }
+
+    fn user_disconnected(&self, hub: &Hub, user: &str) {
+        self.pseudo_leave(hub, ONLINE, user);
+    }
+
+    fn hold_expired(&self, hub: &Hub, subject: Subject, generation: u64) {
+        if self.healthy.load(Ordering::SeqCst) {
+            self.end_hold(hub, subject, generation);
+        } else {
+            // Redis is away: settle here (the other nodes forget theirs).
+            let settled = self
+                .settler
+                .lock()
+                .settle(hub.app_id(), &subject, &self.id, generation);
+            if settled {
+                hub.report(subject.departed());
+            }
+        }
+    }
+
+    fn users_online(&self, hub: &Hub, users: &[Box<str>]) -> Vec<Box<str>> {
+        self.online_among(hub, users)
+    }
+
+    fn counts_cluster_wide(&self) -> bool {
+        false
     }
 
     fn remote_members(&self, hub: &Hub, channel: &str) -> Vec<Member> {

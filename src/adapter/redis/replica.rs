@@ -151,6 +151,13 @@ impl Replica {
         }
     }
 
+    /// Whether `user` is present on the channel on some node.
+    pub fn contains(&self, app: &str, channel: &str, user: &str) -> bool {
+        self.channels
+            .get(&(app.into(), channel.into()))
+            .is_some_and(|users| users.contains_key(user))
+    }
+
     /// Every member of a channel, cluster-wide.
     pub fn members(&self, app: &str, channel: &str) -> Vec<Member> {
         self.channels
