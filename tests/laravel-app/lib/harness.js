@@ -177,7 +177,8 @@ export function startLaravel({ redis, env: extra = {} }) {
     const env = { ...laravelEnv({ redis, storage, extra }), PHP_CLI_SERVER_WORKERS: '4' };
     return spawnAndWaitUp({
       bin: PHP,
-      args: ['-S', `127.0.0.1:${port}`, '-t', path.join(SITE, 'public'), path.join(SITE, 'server.php')],
+      // opcache on, as under php-fpm: each worker compiles the framework once, not per request
+      args: ['-d', 'opcache.enable_cli=1', '-S', `127.0.0.1:${port}`, '-t', path.join(SITE, 'public'), path.join(SITE, 'server.php')],
       env,
       spawnFn: (bin, args, opts) => spawn(bin, args, { ...opts, cwd: SITE, detached: true }),
       create: (proc) => new LaravelProcess({ proc, port, storage }),
