@@ -45,6 +45,11 @@ node_suite tests/js "pusher-js, laravel-echo (Pusher protocol)"
 node_suite tests/laravel "Laravel bridge (Redis, auth endpoint, Socket.IO 2.x/4.x, laravel-echo-server)"
 node_suite tests/cluster "cluster (several nodes over Redis)"
 node_suite tests/handlers "handler routes: the PHP chat example (ws clients, headless Chromium)"
+node_suite tests/laravel-app "real Laravel 8.83 app (php -S): Echo socket.io 2.x/4.x and pusher/reverb, channel callbacks, notifications, toOthers(), the Laravel package"
+
+step "Laravel package (PHPUnit, inside the real Laravel app)"
+laravel/tests/run.sh 2>&1 | tee "$LOG/phpunit.txt"
+add "$(grep -E '^# pass' "$LOG/phpunit.txt" | awk '{print $3}')" "$(grep -E '^# fail' "$LOG/phpunit.txt" | awk '{print $3}')"
 
 step "Python suite (pusher SDK)"
 VENV="$ROOT/target/pyvenv"

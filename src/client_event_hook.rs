@@ -30,20 +30,20 @@ use crate::core::node::Node;
 /// Hooked client events waiting for the app on one node (all apps).
 pub const MAX_PENDING: usize = 1024;
 
-/// Relays a client event: through the app's hook when it has one, at once
-/// otherwise. `event` is the event as the front-end would publish it (its
-/// `exclude` is the sender); `signed_in` is the sender's user when it
-/// signed in (a presence member's id, in the event, comes first).
-/// Relays a client event that passed (or needs no) vetting: the happenings
-/// stream (webhooks' `client_event`) hears it with the data actually relayed.
-fn deliver(node: &Arc<Node>, hub: &Arc<Hub>, event: Event) {
+/// Relays `event` (as the app approved it): the client-event happening
+/// (webhooks) first, then the cluster-wide publish.
+fn publish(node: &Arc<Node>, hub: &Arc<Hub>, event: Event) {
     hub.client_event_relayed(&event);
     node.publish(hub, event);
 }
 
+/// Relays a client event: through the app's hook when it has one, at once
+/// otherwise. `event` is the event as the front-end would publish it (its
+/// `exclude` is the sender); `signed_in` is the sender's user when it
+/// signed in (a presence member's id, in the event, comes first).
 pub fn relay(node: &Arc<Node>, hub: &Arc<Hub>, event: Event, signed_in: Option<&str>) {
     let Some(url) = hub.app.client_event_hook.as_deref() else {
-        deliver(node, hub, event);
+        publish(node, hub, event);
         return;
     };
     let url = match app_call::parse_url(url) {
@@ -64,7 +64,7 @@ pub fn relay(node: &Arc<Node>, hub: &Arc<Hub>, event: Event, signed_in: Option<&
         user_id,
     } = &event.kind
     else {
-        deliver(node, hub, event);
+        publish(node, hub, event);
         return;
     };
     let data_value: &RawValue = match serde_json::from_str(data.as_str()) {
@@ -98,8 +98,8 @@ pub fn relay(node: &Arc<Node>, hub: &Arc<Hub>, event: Event, signed_in: Option<&
         match outcome {
             Outcome::Answered { status, body } if (200..300).contains(&status) => {
                 match replacement(&body) {
-                    Ok(None) => deliver(&node2, &hub2, event),
-                    Ok(Some(data)) => deliver(&node2, &hub2, with_data(event, data)),
+                    Ok(None) => publish(&node2, &hub2, event),
+                    Ok(Some(data)) => publish(&node2, &hub2, with_data(event, data)),
                     Err(e) => failed(e),
                 }
             }
