@@ -144,7 +144,10 @@ impl Hub {
                 NodeLocal::Unsubscribed { socket_id, channel }
             }
         });
-        if self.adapter.counts_cluster_wide() && !channel.starts_with("presence-") {
+        if self.app.subscription_count_events
+            && self.adapter.counts_cluster_wide()
+            && !channel.starts_with("presence-")
+        {
             self.emit_cluster(|| ClusterWide::SubscriptionCount {
                 channel: channel.into(),
                 count,

@@ -24,7 +24,11 @@ static W: Wire = Wire {
 };
 
 fn node() -> Arc<Node> {
-    let node = Node::new(vec![AppConfig::default()], Arc::new(LocalAdapter));
+    let app = AppConfig {
+        subscription_count_events: true,
+        ..AppConfig::default()
+    };
+    let node = Node::new(vec![app], Arc::new(LocalAdapter));
     node.start_lanes(1);
     node
 }
