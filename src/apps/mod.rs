@@ -43,6 +43,8 @@ pub struct Control {
     applying: tokio::sync::Mutex<()>,
     /// The apps database and its poll interval, when configured.
     database: Option<(db::AppsDb, std::time::Duration)>,
+    /// Webhook targets, rebuilt when the apps change.
+    webhooks: Mutex<Option<Arc<crate::webhooks::Webhooks>>>,
 }
 
 struct ControlState {
@@ -107,6 +109,7 @@ impl Control {
             log: Mutex::new(None),
             ingestion: Mutex::new(HashMap::new()),
             applying: tokio::sync::Mutex::new(()),
+            webhooks: Mutex::new(None),
         }))
     }
 
@@ -185,8 +188,18 @@ impl Control {
         }
     }
 
-    /// Keeps ingestion in step with an app change.
+    /// Has the webhook targets follow app changes.
+    pub fn set_webhooks(&self, webhooks: Arc<crate::webhooks::Webhooks>) {
+        *self.webhooks.lock() = Some(webhooks);
+    }
+
+    /// Keeps ingestion and webhook targets in step with an app change.
     fn follow(&self, change: &AppsChange) {
+        if !change.is_empty()
+            && let Some(webhooks) = self.webhooks.lock().clone()
+        {
+            webhooks.refresh();
+        }
         for hub in &change.added {
             self.start_ingestion_of(hub);
         }

@@ -114,7 +114,7 @@ impl Server {
         node.adapter().ready().await;
         // One fan-out lane per core: API triggers answer once queued.
         node.start_lanes(std::thread::available_parallelism().map_or(2, |n| n.get()));
-        crate::webhooks::start(&node);
+        let webhooks = crate::webhooks::start(&node);
         let (tls, cert_swap) = match (&config.server.tls_cert, &config.server.tls_key) {
             (Some(cert), Some(key)) => {
                 crate::tls::acceptor_with_swap(cert, key, config.server.tls_chain.as_deref())
@@ -125,6 +125,7 @@ impl Server {
         };
         let control = crate::apps::Control::new(node.clone(), running, cert_swap)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        control.set_webhooks(webhooks);
         control.load_database().await;
         let server_config = Arc::new(config.server);
         let (shutdown, sessions) = (CancellationToken::new(), TaskTracker::new());

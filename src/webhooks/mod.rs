@@ -21,8 +21,9 @@
 mod post;
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hyper::header::{HeaderName, HeaderValue};
@@ -56,54 +57,102 @@ struct Target {
     headers: Vec<(HeaderName, HeaderValue)>,
     queue: Mutex<VecDeque<String>>,
     wake: Notify,
+    /// Set when the app or the target went away: send what is queued, stop.
+    retired: AtomicBool,
+}
+
+/// The webhook targets of one node's apps, kept in step with the live app
+/// set (a reload or an apps-database change calls [`Webhooks::refresh`]).
+pub struct Webhooks {
+    node: Weak<Node>,
+    targets: Mutex<Vec<Arc<Target>>>,
+    /// Whether the dispatcher listens to the happenings stream (only once
+    /// some app has a target: without one, happenings stay free).
+    listening: AtomicBool,
 }
 
 /// Starts the webhook dispatcher and one sender per target (tracked by the
-/// node). Returns how many targets there are (nothing runs without one).
-pub fn start(node: &Arc<Node>) -> usize {
-    let mut targets: Vec<Arc<Target>> = Vec::new();
-    for hub in node.hubs().iter() {
-        for config in &hub.app.webhooks {
-            let Ok(url) = config.url.parse::<hyper::Uri>() else {
-                continue; // refused by config validation
-            };
-            let headers = config
-                .headers
-                .iter()
-                .filter_map(|(k, v)| {
-                    Some((
-                        HeaderName::from_bytes(k.as_bytes()).ok()?,
-                        HeaderValue::from_str(v).ok()?,
-                    ))
-                })
-                .collect();
-            targets.push(Arc::new(Target {
-                hub: hub.clone(),
-                config: config.clone(),
-                url,
-                headers,
-                queue: Mutex::new(VecDeque::new()),
-                wake: Notify::new(),
-            }));
+/// node), for the apps served now.
+pub fn start(node: &Arc<Node>) -> Arc<Webhooks> {
+    let webhooks = Arc::new(Webhooks {
+        node: Arc::downgrade(node),
+        targets: Mutex::new(Vec::new()),
+        listening: AtomicBool::new(false),
+    });
+    let count = webhooks.refresh();
+    if count > 0 {
+        tracing::info!(targets = count, "webhooks on");
+    }
+    webhooks
+}
+
+impl Webhooks {
+    /// Rebuilds the target list from the apps served now: an unchanged
+    /// target keeps its queue; a new one gets a sender; a removed or changed
+    /// one sends what it holds, then stops. Returns how many targets there
+    /// are.
+    pub fn refresh(self: &Arc<Self>) -> usize {
+        let Some(node) = self.node.upgrade() else {
+            return 0;
+        };
+        let mut targets = self.targets.lock();
+        let mut next: Vec<Arc<Target>> = Vec::new();
+        for hub in node.hubs().iter() {
+            for config in &hub.app.webhooks {
+                if let Some(kept) = targets
+                    .iter()
+                    .find(|t| Arc::ptr_eq(&t.hub, hub) && t.config == *config)
+                {
+                    next.push(kept.clone());
+                    continue;
+                }
+                let Ok(url) = config.url.parse::<hyper::Uri>() else {
+                    continue; // refused by config validation
+                };
+                let headers = config
+                    .headers
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        Some((
+                            HeaderName::from_bytes(k.as_bytes()).ok()?,
+                            HeaderValue::from_str(v).ok()?,
+                        ))
+                    })
+                    .collect();
+                let target = Arc::new(Target {
+                    hub: hub.clone(),
+                    config: config.clone(),
+                    url,
+                    headers,
+                    queue: Mutex::new(VecDeque::new()),
+                    wake: Notify::new(),
+                    retired: AtomicBool::new(false),
+                });
+                node.spawn(send_loop(target.clone()));
+                next.push(target);
+            }
         }
+        for old in targets.iter() {
+            if !next.iter().any(|t| Arc::ptr_eq(t, old)) {
+                old.retired.store(true, SeqCst);
+                old.wake.notify_one();
+            }
+        }
+        *targets = next;
+        let count = targets.len();
+        drop(targets);
+        if count > 0 && !self.listening.swap(true, SeqCst) {
+            let rx = node.happenings().subscribe();
+            node.spawn(dispatch(rx, self.clone()));
+        }
+        count
     }
-    if targets.is_empty() {
-        return 0;
-    }
-    let count = targets.len();
-    let rx = node.happenings().subscribe();
-    for target in &targets {
-        node.spawn(send_loop(target.clone()));
-    }
-    node.spawn(dispatch(rx, targets));
-    tracing::info!(targets = count, "webhooks on");
-    count
 }
 
 /// Routes cluster-wide happenings to the targets that want them.
 async fn dispatch(
     mut rx: tokio::sync::broadcast::Receiver<Arc<Happening>>,
-    targets: Vec<Arc<Target>>,
+    webhooks: Arc<Webhooks>,
 ) {
     loop {
         let happening = match rx.recv().await {
@@ -113,7 +162,7 @@ async fn dispatch(
                     missed = n,
                     "webhooks fell behind the happenings stream; events dropped"
                 );
-                for t in &targets {
+                for t in webhooks.targets.lock().iter() {
                     t.hub.stats.webhooks.dropped.fetch_add(n, Relaxed);
                 }
                 continue;
@@ -125,6 +174,7 @@ async fn dispatch(
         };
         let (kind, channel) = kind_and_channel(what);
         let mut encoded: Option<String> = None;
+        let targets = webhooks.targets.lock();
         for t in targets.iter().filter(|t| *t.hub.app_id() == happening.app) {
             if !t.config.wants(kind, channel) {
                 continue;
@@ -257,6 +307,9 @@ async fn send_loop(target: Arc<Target>) {
     let stats = &target.hub.stats.webhooks;
     loop {
         if target.queue.lock().is_empty() {
+            if target.retired.load(SeqCst) {
+                return;
+            }
             target.wake.notified().await;
             tokio::time::sleep(LINGER).await;
         }
