@@ -9,5 +9,6 @@ pub mod connection;
 pub mod event;
 pub mod hub;
 pub mod node;
+pub mod relay;
 pub mod rules;
 pub mod stats;

@@ -13,9 +13,9 @@
 //! buffer, and this task's future is kept small (readiness and auth waits
 //! are `poll_fn`s, rare waits are boxed): see the size test below.
 //!
-//! The transport seam: [`Session`] is the Pusher protocol of one connection
+//! The transport seam: `Session` is the Pusher protocol of one connection
 //! (subscriptions, presence, sign-in, client events, auth calls), fed client
-//! messages as text by [`Session::handle_text`] and answering only through
+//! messages as text by `Session::handle_text` and answering only through
 //! its [`Connection`]'s outbox. A transport owns the loop around it: this
 //! file's [`run`] over the lean WebSocket, and
 //! [`crate::pusher::fallback`] over pusher-js's HTTP streaming and polling
@@ -263,6 +263,12 @@ impl Session {
             pending: None,
             pending_channels: Vec::new(),
         }
+    }
+
+    /// Waits for the next auth endpoint answer (never resolves while none
+    /// is pending); hand it to [`Session::auth_answered`].
+    pub(crate) fn next_auth(&mut self) -> impl Future<Output = (SubscribeData, Verdict)> + '_ {
+        next_auth(&mut self.pending)
     }
 
     fn reply(&self, frame: bytes::Bytes) {

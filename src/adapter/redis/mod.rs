@@ -22,6 +22,7 @@
 //!   others' and reports the difference to its clients. Pub/sub holds no
 //!   backlog, so nothing is delivered twice.
 
+pub mod link;
 pub mod message;
 pub mod replica;
 
