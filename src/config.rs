@@ -66,6 +66,9 @@ pub struct ServerConfig {
     /// separate listener, not on the public port.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
+    /// Path prefix of pusher-js's HTTP fallback transports (`xhr_streaming`,
+    /// `xhr_polling`; pusher-js's `httpPath`); empty turns them off.
+    pub http_fallback_path: String,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +94,7 @@ impl Default for ServerConfig {
             api_rate_per_ip: 0,
             metrics_token: None,
             metrics_listen: None,
+            http_fallback_path: "/pusher".into(),
         }
     }
 }
@@ -239,6 +243,9 @@ impl Config {
             &mut s.max_connections_per_ip,
         )?;
         set(env, "RESONANCE_API_RATE_PER_IP", &mut s.api_rate_per_ip)?;
+        if let Some(path) = env("RESONANCE_HTTP_FALLBACK_PATH") {
+            s.http_fallback_path = path;
+        }
         if let Some(token) = env("RESONANCE_METRICS_TOKEN").filter(|v| !v.is_empty()) {
             s.metrics_token = Some(token);
         }
@@ -415,6 +422,14 @@ impl Config {
         }
         if s.handshake_timeout == 0 {
             return Err("server.handshake_timeout: must be at least 1 second".into());
+        }
+        let fallback = &s.http_fallback_path;
+        if !fallback.is_empty()
+            && (!fallback.starts_with('/') || fallback.ends_with('/') || fallback.contains("/app/"))
+        {
+            return Err(format!(
+                "server.http_fallback_path: {fallback:?} must start with / and not end with / (e.g. \"/pusher\"), or be empty to turn the HTTP fallback off"
+            ));
         }
         if s.max_header_bytes < 8192 {
             return Err("server.max_header_bytes: must be at least 8192".into());

@@ -12,7 +12,8 @@
 //!   connection slots released on drop ([`core::hub`]), the rules every
 //!   front-end shares ([`core::rules`]), per-app counters ([`core::stats`]),
 //!   the node with its ordered fan-out lanes and tracked background tasks
-//!   ([`core::node`]) and the cross-node [`core::adapter`] seam; the
+//!   ([`core::node`]), the cross-node [`core::adapter`] seam and the
+//!   node-to-node [`core::relay`] link; the
 //!   one stream of happenings (occupied/vacated, members, client events,
 //!   connections; cluster-wide once or node-local) in
 //!   [`core::happenings`], with departures held and settled by
@@ -23,8 +24,10 @@
 //!   connection ([`ws::lean`], used by the Pusher front-end, over plain TCP
 //!   or the built-in TLS) and the `tokio-websockets`
 //!   stream; the only module that names a WebSocket crate.
-//! - Front-ends: [`pusher`] (the Pusher protocol: wire format and
-//!   sessions), [`socketio`] (Echo's socket.io connector on engineioxide,
+//! - Front-ends: [`pusher`] (the Pusher protocol: wire format, one session
+//!   over a transport seam — the lean WebSocket or pusher-js's HTTP
+//!   fallback transports, [`pusher::fallback`], forwarded between nodes),
+//!   [`socketio`] (Echo's socket.io connector on engineioxide,
 //!   Engine.IO 3 and 4), [`custom`] (custom WebSocket routes and the
 //!   library API: path patterns, handlers, rooms as hub channels, user
 //!   authenticators, plain HTTP routes; `Server::builder` starts there;
@@ -39,7 +42,7 @@
 //!   handler routes and the hook), [`client_event_hook`] (client events
 //!   vetted by the app before they are relayed).
 //! - Engines: [`adapter`] (the Redis cluster adapter behind
-//!   [`core::adapter::Adapter`]).
+//!   [`core::adapter::Adapter`], and the Redis [`core::relay::Link`]).
 //! - [`server`] — accept loop, per-connection limits, routing, readiness
 //!   and graceful shutdown; [`tls`] — the rustls acceptor.
 //! - Operations: [`config`] (defaults, file, `RESONANCE_*`, flags),

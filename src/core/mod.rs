@@ -13,6 +13,7 @@ pub mod live_app;
 pub mod node;
 pub mod registry;
 pub mod roster;
+pub mod relay;
 pub mod rules;
 pub mod settle;
 pub mod stats;

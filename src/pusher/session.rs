@@ -12,6 +12,14 @@
 //! The socket is [`LeanSocket`]; an idle connection holds no read or write
 //! buffer, and this task's future is kept small (readiness and auth waits
 //! are `poll_fn`s, rare waits are boxed): see the size test below.
+//!
+//! The transport seam: `Session` is the Pusher protocol of one connection
+//! (subscriptions, presence, sign-in, client events, auth calls), fed client
+//! messages as text by `Session::handle_text` and answering only through
+//! its [`Connection`]'s outbox. A transport owns the loop around it: this
+//! file's [`run`] over the lean WebSocket, and
+//! [`crate::pusher::fallback`] over pusher-js's HTTP streaming and polling
+//! sessions. The protocol is written once.
 
 use std::sync::Arc;
 use std::task::Poll;
@@ -41,8 +49,8 @@ use crate::ws::lean::{Incoming, Step};
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Close codes the session itself uses (reference §3).
-const RECONNECT: u16 = 4200;
-const PONG_MISSED: u16 = 4201;
+pub(crate) const RECONNECT: u16 = 4200;
+pub(crate) const PONG_MISSED: u16 = 4201;
 const CLIENT_EVENT_REJECTED: u16 = 4301;
 const UNAUTHORIZED: u16 = 4009;
 
@@ -57,7 +65,8 @@ struct Subscription {
 type PendingAuth =
     std::pin::Pin<Box<dyn std::future::Future<Output = (SubscribeData, Verdict)> + Send>>;
 
-struct Session {
+/// The Pusher protocol state of one connection, whatever its transport.
+pub(crate) struct Session {
     node: Arc<Node>,
     hub: Arc<Hub>,
     conn: Arc<Connection>,
@@ -114,18 +123,7 @@ pub async fn run(
         conn.socket_id.as_str(),
         hub.app.activity_timeout,
     ));
-    let mut session = Session {
-        node,
-        hub,
-        conn: conn.clone(),
-        subscriptions: Vec::new(),
-        user: None,
-        watching: Vec::new(),
-        rate: RateLimit::default(),
-        cookie,
-        pending: None,
-        pending_channels: Vec::new(),
-    };
+    let mut session = Session::new(node, hub, conn.clone(), cookie);
 
     let mut last_seen = Instant::now();
     let mut ping_sent: Option<Instant> = None;
@@ -252,6 +250,34 @@ async fn write_outbox(socket: &mut LeanSocket, conn: &Connection, timeout: Durat
 }
 
 impl Session {
+    /// The session of a connection the transport registered with `hub`
+    /// (it holds the connection slot); `cookie` goes to the auth endpoint.
+    pub(crate) fn new(
+        node: Arc<Node>,
+        hub: Arc<Hub>,
+        conn: Arc<Connection>,
+        cookie: Option<Arc<str>>,
+    ) -> Session {
+        Session {
+            node,
+            hub,
+            conn,
+            subscriptions: Vec::new(),
+            user: None,
+            watching: Vec::new(),
+            rate: RateLimit::default(),
+            cookie,
+            pending: None,
+            pending_channels: Vec::new(),
+        }
+    }
+
+    /// Waits for the next auth endpoint answer (never resolves while none
+    /// is pending); hand it to [`Session::auth_answered`].
+    pub(crate) fn next_auth(&mut self) -> impl Future<Output = (SubscribeData, Verdict)> + '_ {
+        next_auth(&mut self.pending)
+    }
+
     fn reply(&self, frame: bytes::Bytes) {
         self.conn.send(frame);
     }
@@ -274,6 +300,12 @@ impl Session {
                 return;
             }
         };
+        self.handle_text(text);
+    }
+
+    /// Handles one client message (a Pusher protocol JSON text), from any
+    /// transport.
+    pub(crate) fn handle_text(&mut self, text: &str) {
         self.hub.stats.received(text.len());
         let frame = match ClientFrame::parse(text) {
             Ok(frame) => frame,
@@ -414,7 +446,7 @@ impl Session {
             .push(call);
     }
 
-    fn auth_answered(&mut self, data: SubscribeData, verdict: Verdict) {
+    pub(crate) fn auth_answered(&mut self, data: SubscribeData, verdict: Verdict) {
         let channel = data.channel.as_str();
         let Some(pos) = self.pending_channels.iter().position(|c| &**c == channel) else {
             return; // unsubscribed while the call was in flight
@@ -581,7 +613,9 @@ impl Session {
         crate::client_event_hook::relay(&self.node, &self.hub, event, self.user.as_deref());
     }
 
-    fn cleanup(&mut self) {
+    /// Leaves every channel and user registration; the transport calls it
+    /// once, when the connection ends.
+    pub(crate) fn cleanup(&mut self) {
         for sub in std::mem::take(&mut self.subscriptions) {
             self.hub
                 .unsubscribe(&self.conn, &sub.channel, sub.member.as_deref());

@@ -24,6 +24,7 @@ use crate::core::adapter::Adapter;
 use crate::core::hub::Hub;
 use crate::core::node::Node;
 use crate::limits::{ConnectionLimiter, Guarded, RateLimiter};
+use crate::pusher::fallback::{self, Fallback};
 use crate::socketio::{SocketIoFrontend, SocketIoService};
 use crate::{custom, metrics};
 
@@ -61,6 +62,8 @@ struct State {
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// The live app set and reloads (see [`crate::apps`]).
     control: Arc<crate::apps::Control>,
+    /// pusher-js's HTTP fallback transports (`http_fallback_path`).
+    fallback: Arc<Fallback>,
 }
 
 /// A bound, not yet running server.
@@ -146,7 +149,23 @@ impl Server {
             sessions.clone(),
         )
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let link = match (config.cluster.adapter.as_str(), &config.cluster.redis_url) {
+            ("redis", Some(url)) => Some(crate::adapter::redis::link::RedisLink::start(
+                url,
+                &config.cluster.prefix,
+                &node,
+            ) as Arc<dyn crate::core::relay::Link>),
+            _ => None,
+        };
+        let fallback = Fallback::new(
+            node.clone(),
+            server_config.clone(),
+            shutdown.clone(),
+            sessions.clone(),
+            link,
+        );
         let state = Arc::new(State {
+            fallback,
             node,
             config: server_config.clone(),
             shutdown,
@@ -312,7 +331,17 @@ where
 {
     let shutdown = state.shutdown.clone();
     let max_head = state.config.max_header_bytes;
-    let service = service_fn(move |req| handle(state.clone(), peer, req));
+    let service = service_fn(move |req: Request<Incoming>| {
+        let state = state.clone();
+        async move {
+            if state.fallback.matches(req.uri().path()) {
+                let ready = state.ready.load(Ordering::SeqCst);
+                return Ok::<_, Infallible>(state.fallback.handle(req, ready).await);
+            }
+            let response = handle(state, peer, req).await?;
+            Ok(response.map(fallback::Body::Left))
+        }
+    });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(head_timeout)

@@ -23,6 +23,7 @@
 //!   backlog, so nothing is delivered twice.
 
 mod happenings;
+pub mod link;
 pub mod message;
 pub mod replica;
 
