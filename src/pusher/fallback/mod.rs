@@ -171,12 +171,15 @@ impl Fallback {
                 "not a session URL: expected /app/{key}/{server}/{session}/xhr_streaming|xhr|xhr_send",
             );
         };
-        let Some(hub) = self.node.by_key(target.key).cloned() else {
+        let Some(hub) = self.node.by_key(target.key) else {
             return error(
                 StatusCode::NOT_FOUND,
                 "application does not exist: check the app key",
             );
         };
+        if !hub.app.enabled {
+            return error(StatusCode::FORBIDDEN, "application is disabled");
+        }
         let origin = req
             .headers()
             .get(header::ORIGIN)
