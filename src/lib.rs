@@ -34,13 +34,15 @@
 //! - Operations: [`config`] (defaults, file, `RESONANCE_*`, flags),
 //!   [`echo_config`] (`--echo-config laravel-echo-server.json`), [`metrics`]
 //!   (Prometheus text, optional token or own listener), [`init`]
-//!   (`resonance init`).
+//!   (`resonance init`), [`dashboard`] (the live dashboard at
+//!   `/dashboard`: page, login, live socket, debug console, test events).
 
 pub mod adapter;
 pub mod auth_endpoint;
 pub mod config;
 pub mod core;
 pub mod custom;
+pub mod dashboard;
 pub mod echo_config;
 pub mod http_api;
 pub mod ingress;

@@ -59,6 +59,8 @@ struct State {
     custom: custom::mount::Mount,
     /// TLS termination, when a certificate is configured.
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The live dashboard (`dashboard = true`).
+    dashboard: Option<Arc<crate::dashboard::Dashboard>>,
 }
 
 /// A bound, not yet running server.
@@ -132,7 +134,11 @@ impl Server {
             sessions.clone(),
         )
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let dashboard = server_config
+            .dashboard
+            .then(|| crate::dashboard::Dashboard::start(&node));
         let state = Arc::new(State {
+            dashboard,
             node,
             config: server_config.clone(),
             shutdown,
@@ -353,6 +359,19 @@ async fn handle(
     let path = req.uri().path();
     if path == "/socket.io" || path.starts_with("/socket.io/") {
         return Ok(socketio(&state, req).await);
+    }
+    if let Some(dashboard) = &state.dashboard
+        && (path == "/dashboard" || path.starts_with("/dashboard/"))
+    {
+        let ctx = crate::dashboard::Context {
+            node: &state.node,
+            config: &state.config,
+            shutdown: &state.shutdown,
+            sessions: &state.sessions,
+            tls: state.tls.is_some(),
+            peer,
+        };
+        return Ok(dashboard.handle(ctx, req).await);
     }
     let req = match state.custom.dispatch(req).await {
         Ok(response) => return Ok(response),
