@@ -35,7 +35,8 @@
 //!   [`echo_config`] (`--echo-config laravel-echo-server.json`), [`metrics`]
 //!   (Prometheus text, optional token or own listener), [`init`]
 //!   (`resonance init`), [`dashboard`] (the live dashboard at
-//!   `/dashboard`: page, login, live socket, debug console, test events).
+//!   `/dashboard`: page, login, live socket, debug console, test events),
+//!   [`doctor`] (`resonance doctor`: config and environment checks).
 
 pub mod adapter;
 pub mod auth_endpoint;
@@ -43,6 +44,7 @@ pub mod config;
 pub mod core;
 pub mod custom;
 pub mod dashboard;
+pub mod doctor;
 pub mod echo_config;
 pub mod http_api;
 pub mod ingress;
