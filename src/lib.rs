@@ -10,7 +10,11 @@
 //!   connection slots released on drop ([`core::hub`]), the rules every
 //!   front-end shares ([`core::rules`]), per-app counters ([`core::stats`]),
 //!   the node with its ordered fan-out lanes and tracked background tasks
-//!   ([`core::node`]) and the cross-node [`core::adapter`] seam.
+//!   ([`core::node`]) and the cross-node [`core::adapter`] seam; the
+//!   one stream of happenings (occupied/vacated, members, client events,
+//!   connections; cluster-wide once or node-local) in
+//!   [`core::happenings`], with departures held and settled by
+//!   [`core::settle`].
 //! - [`signing`] — Pusher's HMAC signatures, shared by auth and the API.
 //! - [`limits`] — per-IP connection slots and token-bucket rate limits.
 //! - [`ws`] — the WebSocket seam: the handshake, our lean RFC 6455

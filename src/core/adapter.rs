@@ -12,6 +12,7 @@ use super::connection::SocketId;
 use super::event::{Event, Member};
 use super::hub::{ChannelSummary, Hub};
 use super::node::Node;
+use super::settle::Subject;
 
 /// A cluster node as this node sees it (the dashboard's cluster panel).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,11 +67,56 @@ pub trait Adapter: Send + Sync + 'static {
     /// announced it).
     fn member_joined(&self, hub: &Hub, channel: &str, member: &Member, socket: &SocketId) {
         hub.announce_member_added(channel, member.clone(), Some(socket.clone()));
+        hub.arrived(member_subject(channel, member));
     }
 
     /// A user's last connection on this node left a presence channel.
     fn member_left(&self, hub: &Hub, channel: &str, member: &Member) {
         hub.announce_member_removed(channel, member.clone());
+        hub.departed(member_subject(channel, member));
+    }
+
+    /// The first subscriber of `channel` on this node arrived (called under
+    /// the channel's lock: keep it short, never touch the hub's channels).
+    /// The adapter decides whether the channel is occupied cluster-wide and
+    /// has the settled verdict reported (see [`crate::core::settle`]).
+    fn channel_occupied(&self, hub: &Hub, channel: &str) {
+        hub.arrived(Subject::Channel(channel.into()));
+    }
+
+    /// The last subscriber of `channel` on this node left (under the
+    /// channel's lock, as above).
+    fn channel_vacated(&self, hub: &Hub, channel: &str) {
+        hub.departed(Subject::Channel(channel.into()));
+    }
+
+    /// A user's first connection on this node (sign-in or presence), under
+    /// the hub's user lock.
+    fn user_connected(&self, hub: &Hub, user: &str) {
+        hub.arrived(Subject::User(user.into()));
+    }
+
+    /// A user's last connection on this node left, under the user lock.
+    fn user_disconnected(&self, hub: &Hub, user: &str) {
+        hub.departed(Subject::User(user.into()));
+    }
+
+    /// The hold of a departure this adapter handed to [`Hub::hold`] ended.
+    fn hold_expired(&self, hub: &Hub, subject: Subject, generation: u64) {
+        hub.settle_local(subject, generation);
+    }
+
+    /// Which of `users` are online anywhere (settled: a user whose
+    /// departure is being held still counts).
+    fn users_online(&self, hub: &Hub, users: &[Box<str>]) -> Vec<Box<str>> {
+        hub.local_users_among(users)
+    }
+
+    /// Whether a channel's subscription count on this node is its count in
+    /// the whole cluster (true for a single node): `subscription_count`
+    /// happenings are emitted only then.
+    fn counts_cluster_wide(&self) -> bool {
+        true
     }
 
     /// Presence members that live on other nodes.
@@ -111,6 +157,14 @@ pub trait Adapter: Send + Sync + 'static {
     /// Leaves the cluster cleanly at shutdown.
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
+    }
+}
+
+/// The subject of a presence membership.
+pub fn member_subject(channel: &str, member: &Member) -> Subject {
+    Subject::Member {
+        channel: channel.into(),
+        user: member.key.clone(),
     }
 }
 

@@ -21,6 +21,8 @@ use super::app::AppConfig;
 use super::channel::ChannelSpec;
 use super::connection::{Connection, Frame, SocketId};
 use super::event::{Event, EventKind, Member};
+use super::happenings::Happenings;
+use super::settle::HoldQueue;
 use super::stats::AppStats;
 
 /// How long a cache channel keeps its last event (Pusher: at most 30 min).
@@ -112,11 +114,26 @@ pub struct Hub {
     cache: Mutex<CacheMap>,
     connections: AtomicU64,
     adapter: Arc<dyn Adapter>,
+    /// What happens here, for webhooks, the watchlist and the dashboard
+    /// (see [`super::happenings`]).
+    events: happenings::HubHappenings,
 }
 
 impl Hub {
     pub fn new(app: AppConfig, adapter: Arc<dyn Adapter>) -> Self {
+        Self::with_happenings(app, adapter, Happenings::new(), None)
+    }
+
+    /// A hub that emits into the node's `stream` and holds departures in
+    /// the node's `holds` queue (without one, departures settle at once).
+    pub fn with_happenings(
+        app: AppConfig,
+        adapter: Arc<dyn Adapter>,
+        stream: Happenings,
+        holds: Option<HoldQueue>,
+    ) -> Self {
         Hub {
+            events: happenings::HubHappenings::new(app.id.as_str().into(), stream, holds),
             adapter,
             app,
             stats: AppStats::default(),
@@ -205,7 +222,13 @@ impl Hub {
                 self.adapter
                     .member_joining(self, spec.name, m, &conn.socket_id)
             });
+            let first_here = state.subscribers.is_empty();
             Arc::make_mut(&mut state.subscribers).push(conn.clone());
+            if first_here {
+                // Under the lock, so this node's occupied/vacated verdicts
+                // for the channel reach the adapter in their real order.
+                self.adapter.channel_occupied(self, spec.name);
+            }
             let count = state.subscribers.len();
             let members = spec.is_presence().then(|| {
                 let mut all: Vec<&Member> = state.members.values().map(|(m, _)| m).collect();
@@ -223,6 +246,7 @@ impl Hub {
             break (added, announced, count);
         };
         self.stats.subscribed();
+        self.subscription_happenings(&conn.socket_id, spec.name, true, count);
         if let Some(member) = added
             && !announced
         {
@@ -266,12 +290,14 @@ impl Hub {
             }
             count = state.subscribers.len();
             if count == 0 {
+                self.adapter.channel_vacated(self, channel);
                 state.dead = true;
                 drop(state);
                 shard.remove(channel);
             }
         }
         self.stats.unsubscribed();
+        self.subscription_happenings(&conn.socket_id, channel, false, count);
         if let Some(member) = removed_member {
             self.adapter.member_left(self, channel, &member);
         }
@@ -381,15 +407,24 @@ impl Hub {
         let list = users.entry(user.into()).or_default();
         if !list.iter().any(|c| Arc::ptr_eq(c, conn)) {
             list.push(conn.clone());
+            if list.len() == 1 {
+                // Under the lock: the adapter sees this node's verdicts on
+                // the user in order.
+                self.adapter.user_connected(self, user);
+            }
         }
     }
 
     pub fn remove_user_connection(&self, user: &str, conn: &Arc<Connection>) {
         let mut users = self.users.lock();
         if let Some(list) = users.get_mut(user) {
+            let before = list.len();
             list.retain(|c| !Arc::ptr_eq(c, conn));
             if list.is_empty() {
                 users.remove(user);
+                if before > 0 {
+                    self.adapter.user_disconnected(self, user);
+                }
             }
         }
     }
@@ -494,5 +529,11 @@ fn summarize(name: &str, state: &ChannelState) -> ChannelSummary {
     }
 }
 
+mod happenings;
+pub use happenings::WatchlistEncoder;
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod happenings_tests;

@@ -12,7 +12,9 @@ use tokio_util::task::TaskTracker;
 use super::adapter::Adapter;
 use super::app::AppConfig;
 use super::event::Event;
+use super::happenings::Happenings;
 use super::hub::Hub;
+use super::settle::{self, HoldQueue};
 
 /// Shared state of a running server, independent of any wire protocol.
 pub struct Node {
@@ -27,6 +29,11 @@ pub struct Node {
     /// through [`Node::spawn`], cancelled and awaited by [`Node::stop_tasks`].
     tasks: TaskTracker,
     stop: CancellationToken,
+    /// The node's happenings stream (see [`super::happenings`]).
+    happenings: Happenings,
+    /// Held departures, waited out by a task started with the lanes.
+    holds: HoldQueue,
+    holds_rx: parking_lot::Mutex<Option<mpsc::Receiver<(tokio::time::Instant, settle::Held)>>>,
 }
 
 /// What a lane does with an event.
@@ -66,9 +73,18 @@ impl Node {
     /// validation before this is called.
     /// Builds the node and attaches the adapter to it.
     pub fn new(apps: Vec<AppConfig>, adapter: Arc<dyn Adapter>) -> Arc<Self> {
+        let happenings = Happenings::new();
+        let (holds, holds_rx) = HoldQueue::new();
         let hubs: Vec<Arc<Hub>> = apps
             .into_iter()
-            .map(|a| Arc::new(Hub::new(a, adapter.clone())))
+            .map(|a| {
+                Arc::new(Hub::with_happenings(
+                    a,
+                    adapter.clone(),
+                    happenings.clone(),
+                    Some(holds.clone()),
+                ))
+            })
             .collect();
         let by_id = hubs
             .iter()
@@ -88,6 +104,9 @@ impl Node {
             lanes: OnceLock::new(),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
+            happenings,
+            holds,
+            holds_rx: parking_lot::Mutex::new(Some(holds_rx)),
         });
         node.adapter.attach(Arc::downgrade(&node));
         node
@@ -107,6 +126,33 @@ impl Node {
 
     pub fn adapter(&self) -> &Arc<dyn Adapter> {
         &self.adapter
+    }
+
+    /// The node's happenings stream: subscribe to hear what happens on the
+    /// server (see [`super::happenings`]).
+    pub fn happenings(&self) -> &Happenings {
+        &self.happenings
+    }
+
+    /// The node's hold queue (for adapters that hold departures).
+    pub fn holds(&self) -> &HoldQueue {
+        &self.holds
+    }
+
+    /// Starts the task that ends departures' holds (called with the lanes;
+    /// idempotent).
+    fn start_holds(self: &Arc<Self>) {
+        let Some(rx) = self.holds_rx.lock().take() else {
+            return;
+        };
+        let node = Arc::downgrade(self);
+        self.spawn(settle::run_holds(rx, move |(app, subject, generation)| {
+            if let Some(node) = node.upgrade()
+                && let Some(hub) = node.by_id(&app)
+            {
+                node.adapter.hold_expired(hub, subject, generation);
+            }
+        }));
     }
 
     /// Publishes through the adapter (all nodes, this one included).
@@ -148,6 +194,7 @@ impl Node {
     /// Starts `count` fan-out lanes (one task each). Call once, inside the
     /// runtime.
     pub fn start_lanes(self: &Arc<Self>, count: usize) {
+        self.start_holds();
         let mut senders = Vec::with_capacity(count);
         for _ in 0..count.max(1) {
             let (tx, mut rx) = mpsc::channel::<LaneItem>(LANE_CAPACITY);

@@ -260,6 +260,7 @@ fn validate(app: &AppConfig, body: TriggerBody<'_>) -> Result<Trigger, ApiError>
 }
 
 async fn publish(node: &Node, hub: &Arc<Hub>, t: &Trigger) -> Result<Option<Value>, ApiError> {
+    hub.api_event(&t.channels, &t.name);
     for channel in &t.channels {
         let event = Event::message(
             channel.as_str(),

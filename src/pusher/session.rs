@@ -104,6 +104,7 @@ pub async fn run(
     let activity = Duration::from_secs(hub.app.activity_timeout);
     let pong_timeout = Duration::from_secs(config.pong_timeout);
     let write_timeout = Duration::from_secs(config.write_timeout);
+    hub.connection_opened(&conn);
     conn.send(wire::connection_established(
         conn.socket_id.as_str(),
         hub.app.activity_timeout,
@@ -462,7 +463,10 @@ impl Session {
         if spec.cached {
             match self.hub.cached(channel) {
                 Some(event) => self.reply(event.encoded(&PUSHER_WIRE)),
-                None => self.reply(wire::cache_miss(channel)),
+                None => {
+                    self.reply(wire::cache_miss(channel));
+                    self.hub.cache_missed(channel);
+                }
             }
         }
         self.subscriptions.push(Subscription {
@@ -562,6 +566,7 @@ impl Session {
             },
             Some(self.conn.socket_id.clone()),
         );
+        self.hub.client_event_relayed(&event);
         self.node.publish(&self.hub, event);
     }
 
@@ -576,6 +581,7 @@ impl Session {
         if let Some(user) = self.user.take() {
             self.hub.remove_user_connection(&user, &self.conn);
         }
+        self.hub.connection_closed(&self.conn);
         // The connection's quota slot is released by the caller's guard.
     }
 }

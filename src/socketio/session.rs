@@ -127,6 +127,7 @@ impl SocketIoFrontend {
             &SOCKETIO_WIRE,
             self.outbox_limit,
         );
+        self.hub.connection_opened(&conn);
         let cookie = socket
             .req_parts
             .headers
@@ -417,6 +418,7 @@ impl SocketIoFrontend {
             },
             exclude,
         );
+        self.hub.client_event_relayed(&event);
         self.node.publish(&self.hub, event);
     }
 }
@@ -441,6 +443,7 @@ impl EngineIoHandler for SocketIoFrontend {
             self.leave(&session.conn, &sub, &[]);
         }
         session.conn.terminate(1000, "disconnected");
+        self.hub.connection_closed(&session.conn);
         // Dropping `session` releases its connection slot.
     }
 
