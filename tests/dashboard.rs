@@ -507,6 +507,84 @@ async fn live_socket_needs_the_session_and_pushes_changes() {
 }
 
 #[tokio::test]
+async fn debug_console_logs_this_apps_happenings() {
+    let server = start(Server::builder(dashboard_config())).await;
+    let addr = server.addr;
+    let (cookie, _) = login(
+        addr,
+        json!({ "key": "resonance-key", "secret": "resonance-secret" }),
+    )
+    .await;
+    let mut watcher = live(addr, "100000", &[("cookie", cookie)])
+        .await
+        .expect("live socket");
+    next_of(&mut watcher, "stats").await;
+    // Another app's traffic first: it must not show up.
+    let (mut other, _) = pusher(addr, "second-key").await;
+    subscribe(&mut other, "other-app-channel", None, None).await;
+    let (mut a, a_id) = pusher(addr, "resonance-key").await;
+    subscribe(&mut a, "console-demo", None, None).await;
+    subscribe(
+        &mut a,
+        "private-chat",
+        Some(private_auth(&a_id, "private-chat")),
+        None,
+    )
+    .await;
+    let (mut b, b_id) = pusher(addr, "resonance-key").await;
+    subscribe(
+        &mut b,
+        "private-chat",
+        Some(private_auth(&b_id, "private-chat")),
+        None,
+    )
+    .await;
+    send_text(
+        &mut a,
+        &json!({ "event": "client-typing", "channel": "private-chat", "data": { "typing": true } })
+            .to_string(),
+    )
+    .await;
+    let (status, text) = trigger(addr, "console-demo", "order-shipped", "{}").await;
+    assert_eq!(status, 200, "{text}");
+    // The API event is the last thing done: everything before it is logged
+    // by then, in order.
+    let mut lines: Vec<Value> = Vec::new();
+    while !lines.iter().any(|l| l["kind"] == "api_message") {
+        let log = next_of(&mut watcher, "log").await;
+        lines.extend(log["entries"].as_array().unwrap().iter().cloned());
+    }
+    let has = |kind: &str, channel: Option<&str>, socket: Option<&str>| {
+        lines.iter().any(|l| {
+            l["kind"] == kind
+                && channel.is_none_or(|c| l["channel"] == c)
+                && socket.is_none_or(|s| l["socket_id"] == s)
+        })
+    };
+    assert!(has("connection", None, Some(&a_id)), "{lines:?}");
+    assert!(
+        has("subscribed", Some("console-demo"), Some(&a_id)),
+        "{lines:?}"
+    );
+    assert!(
+        has("subscribed", Some("private-chat"), Some(&b_id)),
+        "{lines:?}"
+    );
+    assert!(
+        has("client_event", Some("private-chat"), Some(&a_id)),
+        "{lines:?}"
+    );
+    let api = lines.iter().find(|l| l["kind"] == "api_message").unwrap();
+    assert_eq!(api["channel"], "console-demo", "{api}");
+    assert_eq!(api["event"], "order-shipped", "{api}");
+    assert!(api["at"].as_u64().unwrap() > 0, "{api}");
+    let text = serde_json::to_string(&lines).unwrap();
+    assert!(!text.contains("other-app-channel"), "{text}");
+    drop((a, b, other));
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn repeated_failed_logins_are_refused_for_a_while() {
     let server = start(Server::builder(dashboard_config())).await;
     let addr = server.addr;

@@ -1,177 +1,198 @@
-//! The debug console's event log: connections, subscriptions, client
-//! events and API triggers of one app, as they happen on this node.
+//! The debug console's event log: the core's happenings stream
+//! ([`crate::core::happenings`]) turned into lines for one app.
 //!
-//! Zero cost when nobody watches: producers call [`Console::record`] with a
-//! closure, and the closure runs only while at least one live dashboard is
-//! open (one relaxed atomic load otherwise). The log is a bounded broadcast
-//! channel; a viewer that falls behind is told how many entries it missed
-//! instead of holding memory.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+//! Zero cost when nobody watches: a live dashboard socket subscribes to the
+//! stream only while it is open, and the core builds a happening only when
+//! somebody subscribes (one atomic load otherwise). The stream is bounded;
+//! a viewer that falls behind is told how many lines it missed.
+//!
+//! The log shows what this node sees: its own connections, subscriptions
+//! and API events, and the cluster-wide happenings this node emitted
+//! (client events that entered here; occupancy and presence decided here).
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
 
-/// Entries buffered for the slowest viewer before it skips ahead.
-const CAPACITY: usize = 1024;
-/// Longest detail text kept per entry (event data is cut, not copied whole).
+use crate::core::connection::WireVariant;
+use crate::core::happenings::{ClusterWide, Happening, NodeLocal, SeenEverywhere, What};
+
+/// Longest data text kept per line (client event data is cut, not copied
+/// whole).
 const MAX_DETAIL: usize = 512;
 
-/// One line of the debug console.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub app: Arc<str>,
-    /// Unix time in milliseconds.
-    pub at_ms: u64,
-    /// `connection`, `disconnection`, `subscribed`, `unsubscribed`,
-    /// `client_event`, `api_message`, `member_added`, `member_removed`,
-    /// `occupied`, `vacated`, ...
-    pub kind: &'static str,
-    pub channel: Option<String>,
-    pub socket_id: Option<String>,
-    pub event: Option<String>,
-    /// Data or other detail, cut to 512 bytes.
-    pub detail: Option<String>,
+fn cut(text: &str) -> String {
+    let mut end = text.len().min(MAX_DETAIL);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = text[..end].to_string();
+    if end < text.len() {
+        out.push('…');
+    }
+    out
 }
 
-impl Entry {
-    pub fn new(app: &str, kind: &'static str) -> Entry {
-        Entry {
-            app: app.into(),
-            at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            kind,
-            channel: None,
-            socket_id: None,
-            event: None,
-            detail: None,
-        }
-    }
-
-    pub fn channel(mut self, channel: impl Into<String>) -> Self {
-        self.channel = Some(channel.into());
-        self
-    }
-
-    pub fn socket(mut self, socket: impl Into<String>) -> Self {
-        self.socket_id = Some(socket.into());
-        self
-    }
-
-    pub fn event(mut self, event: impl Into<String>) -> Self {
-        self.event = Some(event.into());
-        self
-    }
-
-    pub fn detail(mut self, detail: &str) -> Self {
-        let mut end = detail.len().min(MAX_DETAIL);
-        while !detail.is_char_boundary(end) {
-            end -= 1;
-        }
-        let mut text = detail[..end].to_string();
-        if end < detail.len() {
-            text.push('…');
-        }
-        self.detail = Some(text);
-        self
-    }
-
-    pub fn to_json(&self) -> Value {
-        json!({
-            "at": self.at_ms,
-            "kind": self.kind,
-            "channel": self.channel,
-            "socket_id": self.socket_id,
-            "event": self.event,
-            "detail": self.detail,
-        })
+fn wire(w: &WireVariant) -> &'static str {
+    match w {
+        WireVariant::Pusher => "pusher",
+        WireVariant::SocketIo => "socket.io",
+        WireVariant::Raw => "raw websocket",
+        #[allow(unreachable_patterns)]
+        _ => "other",
     }
 }
 
-/// The log's broadcast point.
-pub struct Console {
-    watchers: AtomicUsize,
-    tx: broadcast::Sender<Arc<Entry>>,
+fn line(
+    kind: &str,
+    channel: Option<&str>,
+    event: Option<&str>,
+    socket: Option<&str>,
+    detail: Option<String>,
+) -> Value {
+    json!({
+        "kind": kind,
+        "channel": channel,
+        "event": event,
+        "socket_id": socket,
+        "detail": detail,
+    })
 }
 
-/// A viewer's subscription; leaving (drop) stops the log when it was the
-/// last one.
-pub struct Watch {
-    console: Arc<Console>,
-    pub rx: broadcast::Receiver<Arc<Entry>>,
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.console.watchers.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Console {
-    pub fn new() -> Arc<Console> {
-        let (tx, _) = broadcast::channel(CAPACITY);
-        Arc::new(Console {
-            watchers: AtomicUsize::new(0),
-            tx,
-        })
-    }
-
-    /// Whether anyone watches (producers may skip work when not).
-    #[inline]
-    pub fn watched(&self) -> bool {
-        self.watchers.load(Ordering::Relaxed) > 0
-    }
-
-    /// Records the entry `make` builds, only while someone watches.
-    #[inline]
-    pub fn record(&self, make: impl FnOnce() -> Entry) {
-        if self.watched() {
-            let _ = self.tx.send(Arc::new(make()));
-        }
-    }
-
-    pub fn watch(self: &Arc<Self>) -> Watch {
-        self.watchers.fetch_add(1, Ordering::AcqRel);
-        Watch {
-            console: self.clone(),
-            rx: self.tx.subscribe(),
-        }
+/// The console line of a happening (`at` is added by the caller).
+pub fn entry(h: &Happening) -> Value {
+    match &h.what {
+        What::Node(n) => match n {
+            NodeLocal::ConnectionOpened { socket_id, wire: w } => line(
+                "connection",
+                None,
+                None,
+                Some(socket_id.as_str()),
+                Some(wire(w).into()),
+            ),
+            NodeLocal::ConnectionClosed { socket_id, wire: w } => line(
+                "disconnection",
+                None,
+                None,
+                Some(socket_id.as_str()),
+                Some(wire(w).into()),
+            ),
+            NodeLocal::Subscribed { socket_id, channel } => line(
+                "subscribed",
+                Some(channel),
+                None,
+                Some(socket_id.as_str()),
+                None,
+            ),
+            NodeLocal::Unsubscribed { socket_id, channel } => line(
+                "unsubscribed",
+                Some(channel),
+                None,
+                Some(socket_id.as_str()),
+                None,
+            ),
+            NodeLocal::ApiEvent { channels, event } => {
+                let names: Vec<&str> = channels.iter().map(|c| &**c).collect();
+                line(
+                    "api_message",
+                    Some(&names.join(", ")),
+                    Some(event),
+                    None,
+                    None,
+                )
+            }
+        },
+        What::Cluster(c) => match c {
+            ClusterWide::ChannelOccupied { channel } => {
+                line("occupied", Some(channel), None, None, None)
+            }
+            ClusterWide::ChannelVacated { channel } => {
+                line("vacated", Some(channel), None, None, None)
+            }
+            ClusterWide::MemberAdded { channel, user_id } => line(
+                "member_added",
+                Some(channel),
+                None,
+                None,
+                Some(format!("user {user_id}")),
+            ),
+            ClusterWide::MemberRemoved { channel, user_id } => line(
+                "member_removed",
+                Some(channel),
+                None,
+                None,
+                Some(format!("user {user_id}")),
+            ),
+            ClusterWide::ClientEvent {
+                channel,
+                event,
+                data,
+                socket_id,
+                user_id,
+            } => {
+                let by = user_id
+                    .as_ref()
+                    .map_or(String::new(), |u| format!("user {u}: "));
+                line(
+                    "client_event",
+                    Some(channel),
+                    Some(event),
+                    Some(socket_id.as_str()),
+                    Some(format!("{by}{}", cut(data.as_str()))),
+                )
+            }
+            ClusterWide::CacheMiss { channel } => {
+                line("cache_miss", Some(channel), None, None, None)
+            }
+            ClusterWide::SubscriptionCount { channel, count } => line(
+                "subscription_count",
+                Some(channel),
+                None,
+                None,
+                Some(count.to_string()),
+            ),
+        },
+        What::Seen(s) => match s {
+            SeenEverywhere::UserOnline { user_id } => line(
+                "user_online",
+                None,
+                None,
+                None,
+                Some(format!("user {user_id}")),
+            ),
+            SeenEverywhere::UserOffline { user_id } => line(
+                "user_offline",
+                None,
+                None,
+                None,
+                Some(format!("user {user_id}")),
+            ),
+        },
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::event::RawJson;
+    use std::sync::Arc;
 
     #[test]
-    fn nothing_is_built_while_nobody_watches() {
-        let console = Console::new();
-        let mut built = 0;
-        console.record(|| {
-            built += 1;
-            Entry::new("1", "connection")
-        });
-        assert_eq!(built, 0);
-        let mut watch = console.watch();
-        console.record(|| {
-            built += 1;
-            Entry::new("1", "connection")
-        });
-        assert_eq!(built, 1);
-        assert_eq!(watch.rx.try_recv().unwrap().kind, "connection");
-        drop(watch);
-        assert!(!console.watched());
-    }
-
-    #[test]
-    fn details_are_cut_on_a_char_boundary() {
-        let long = "é".repeat(400);
-        let entry = Entry::new("1", "client_event").detail(&long);
-        let detail = entry.detail.unwrap();
-        assert!(detail.len() <= MAX_DETAIL + '…'.len_utf8());
-        assert!(detail.ends_with('…'));
+    fn client_event_data_is_cut_on_a_char_boundary() {
+        let data = serde_json::to_string(&"é".repeat(400)).unwrap();
+        let h = Happening {
+            app: Arc::from("1"),
+            what: What::Cluster(ClusterWide::ClientEvent {
+                channel: "private-a".into(),
+                event: "client-typing".into(),
+                data: RawJson::from_validated(data),
+                socket_id: crate::core::connection::SocketId::generate(),
+                user_id: Some("7".into()),
+            }),
+        };
+        let v = entry(&h);
+        assert_eq!(v["kind"], "client_event");
+        let detail = v["detail"].as_str().unwrap();
+        assert!(detail.starts_with("user 7: \"é"), "{detail}");
+        assert!(detail.ends_with('…'), "{detail}");
+        assert!(detail.len() <= MAX_DETAIL + 16, "{}", detail.len());
     }
 }

@@ -1,6 +1,7 @@
 //! The live dashboard socket: every second a snapshot of the app's figures
 //! (the first one with the whole rate history, later ones with the last
-//! second), and the debug console's entries for the app as they come.
+//! second), and the debug console's lines for the app as they come (from
+//! the core's happenings stream, subscribed only while the socket is open).
 //!
 //! Bounded: at most [`super::MAX_VIEWERS`] per node, each write times out,
 //! and the session is checked again every second (a rotated secret or
@@ -69,7 +70,7 @@ impl Live {
     pub(super) async fn run(self, upgrade: OnUpgrade) {
         let Ok(upgraded) = upgrade.await else { return };
         let mut socket = ws::server_with(upgraded, 4096, None);
-        let mut watch = self.dashboard.console.watch();
+        let mut happenings = self.node.happenings().subscribe();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Console entries go out four times a second, figures once.
@@ -113,10 +114,12 @@ impl Live {
                         return;
                     }
                 }
-                entry = watch.rx.recv() => match entry {
-                    Ok(entry) if *entry.app == *self.hub.app.id => {
+                happening = happenings.recv() => match happening {
+                    Ok(h) if *h.app == *self.hub.app.id => {
                         if pending.len() < LOG_BATCH {
-                            pending.push(entry.to_json());
+                            let mut line = super::console::entry(&h);
+                            line["at"] = unix_ms().into();
+                            pending.push(line);
                         } else {
                             skipped += 1;
                         }
@@ -139,4 +142,10 @@ impl Live {
             }
         }
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -7,8 +7,8 @@
 //!   `dashboard_token`), session cookies, CSRF.
 //! - [`snapshot`]: what is shown, read from counters the server keeps
 //!   anyway, and the per-second rate history.
-//! - [`console`]: the debug console's event log, fed only while someone
-//!   watches it.
+//! - [`console`]: the debug console's event log, read from the core's
+//!   happenings stream only while someone watches it.
 //! - [`live`]: the live WebSocket.
 //!
 //! Endpoints (all under `/dashboard`): `GET /` the page, `GET /app.js`,
@@ -53,7 +53,6 @@ type Body = Full<Bytes>;
 /// The dashboard of one server (present only when enabled).
 pub struct Dashboard {
     history: Arc<snapshot::History>,
-    console: Arc<console::Console>,
     started: Instant,
     viewers: Arc<std::sync::atomic::AtomicUsize>,
     failures: auth::Failures,
@@ -77,16 +76,10 @@ impl Dashboard {
         node.spawn(history.clone().run(Arc::downgrade(node)));
         Arc::new(Dashboard {
             history,
-            console: console::Console::new(),
             started: Instant::now(),
             viewers: Default::default(),
             failures: auth::Failures::default(),
         })
-    }
-
-    /// The debug console's tap, for the parts of the server that feed it.
-    pub fn console(&self) -> &Arc<console::Console> {
-        &self.console
     }
 
     /// Serves one request under `/dashboard`.
