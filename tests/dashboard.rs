@@ -245,6 +245,18 @@ async fn logins_are_scoped_and_cookies_cannot_be_forged() {
     )
     .await;
     assert_eq!(status, 200, "{text}");
+    assert!(!text.contains("Secure"), "plain http: {text}");
+    // Behind a TLS proxy the cookie is Secure.
+    let (status, text) = request(
+        addr,
+        "POST",
+        "/dashboard/login",
+        "Content-Type: application/x-www-form-urlencoded\r\nX-Forwarded-Proto: https\r\n",
+        "key=resonance-key&secret=resonance-secret",
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("; Secure"), "{text}");
     let (cookie, _) = login(
         addr,
         json!({ "key": "resonance-key", "secret": "resonance-secret" }),

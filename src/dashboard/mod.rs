@@ -115,6 +115,7 @@ impl Dashboard {
         if !auth::same_origin(req.headers()) {
             return error(StatusCode::FORBIDDEN, "cross-site login refused");
         }
+        let secure_cookie = secure(ctx, Some(req.headers()));
         let json_body = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -161,7 +162,7 @@ impl Dashboard {
         };
         tracing::info!(peer = %ctx.peer, scope = ?scope, "dashboard login");
         let mut response = session_answer(ctx, &scope, Some(&cookie));
-        if let Ok(v) = HeaderValue::from_str(&auth::set_cookie(&cookie, secure(ctx, None))) {
+        if let Ok(v) = HeaderValue::from_str(&auth::set_cookie(&cookie, secure_cookie)) {
             response.headers_mut().insert(header::SET_COOKIE, v);
         }
         response
