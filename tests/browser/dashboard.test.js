@@ -88,6 +88,10 @@ test('the dashboard shows a client live and its form reaches pusher-js', async (
     await row.waitFor({ timeout: 10000 });
     assert.equal((await row.locator('td').nth(1).textContent()).trim(), '1');
 
+    // The debug console logged the connection and the subscription.
+    await page.locator('#log tr', { hasText: 'subscribed' }).filter({ hasText: 'dashboard-demo' }).waitFor({ timeout: 10000 });
+    await page.locator('#log tr', { hasText: 'connection' }).first().waitFor({ timeout: 10000 });
+
     // The test-event form reaches the pusher-js client.
     const received = new Promise((resolve) => channel.bind('greeting', resolve));
     await page.fill('#send-channel', 'dashboard-demo');
@@ -97,6 +101,12 @@ test('the dashboard shows a client live and its form reaches pusher-js', async (
     const data = await withTimeout(received, 10000, 'the test event at the pusher-js client');
     assert.deepEqual(data, { text: 'hello from the dashboard' });
     await page.locator('#send-result', { hasText: 'Sent.' }).waitFor({ timeout: 10000 });
+    // The console shows the API event; filtering by its name leaves only it.
+    await page.locator('#log tr', { hasText: 'api_message' }).filter({ hasText: 'greeting' }).waitFor({ timeout: 10000 });
+    await page.fill('#filter', 'greeting');
+    await page.waitForFunction(() => [...document.querySelectorAll('#log tr')].filter((tr) => !tr.hidden).every((tr) => tr.textContent.includes('greeting')), null, { timeout: 5000 });
+    assert.ok(await page.locator('#log tr', { hasText: 'subscribed' }).first().isHidden());
+    await page.fill('#filter', '');
     // Messages out show up in the figures (pushed each second).
     await page.waitForFunction(() => /^Peak [1-9]/.test(document.getElementById('chart').getAttribute('aria-label')), null, { timeout: 10000 });
 
