@@ -73,6 +73,12 @@ brc=$?
 cat "$LOG/browser.txt"
 if grep -q "browser test skipped" "$LOG/browser.txt"; then :; elif [ "$brc" -eq 0 ]; then add 1 0; else add 0 1; fi
 
+step "browser: live dashboard in headless Chromium"
+tests/browser/dashboard.sh > "$LOG/dashboard.txt" 2>&1
+drc=$?
+cat "$LOG/dashboard.txt"
+if grep -q "browser test skipped" "$LOG/dashboard.txt"; then :; elif [ "$drc" -eq 0 ]; then add 1 0; else add 0 1; fi
+
 if [ -x bench/run.sh ]; then
   step "load tool smoke run"
   if bench/run.sh --smoke 2>&1 | tee "$LOG/bench.txt"; then add 1 0; else add 0 1; fi

@@ -69,6 +69,12 @@ pub struct ServerConfig {
     /// Path prefix of pusher-js's HTTP fallback transports (`xhr_streaming`,
     /// `xhr_polling`; pusher-js's `httpPath`); empty turns them off.
     pub http_fallback_path: String,
+    /// Serve the live dashboard at `/dashboard` (off by default).
+    pub dashboard: bool,
+    /// Operators' dashboard password (every app); without it only an app's
+    /// key and secret open the dashboard, for that app.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dashboard_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +101,8 @@ impl Default for ServerConfig {
             metrics_token: None,
             metrics_listen: None,
             http_fallback_path: "/pusher".into(),
+            dashboard: false,
+            dashboard_token: None,
         }
     }
 }
@@ -251,6 +259,20 @@ impl Config {
         }
         if let Some(listen) = env("RESONANCE_METRICS_LISTEN").filter(|v| !v.is_empty()) {
             s.metrics_listen = Some(listen);
+        }
+        if let Some(on) = env("RESONANCE_DASHBOARD").filter(|v| !v.trim().is_empty()) {
+            s.dashboard = match on.trim() {
+                "1" | "true" => true,
+                "0" | "false" => false,
+                other => {
+                    return Err(format!(
+                        "RESONANCE_DASHBOARD: expected 1, 0, true or false, got {other:?}"
+                    ));
+                }
+            };
+        }
+        if let Some(token) = env("RESONANCE_DASHBOARD_TOKEN").filter(|v| !v.is_empty()) {
+            s.dashboard_token = Some(token);
         }
         if let Some(cert) = env("RESONANCE_TLS_CERT").filter(|v| !v.is_empty()) {
             s.tls_cert = Some(cert);
@@ -440,6 +462,14 @@ impl Config {
             return Err(format!(
                 "server.metrics_listen: {listen:?} is not an address such as \"127.0.0.1:9601\""
             ));
+        }
+        if let Some(token) = &s.dashboard_token
+            && token.trim().len() < 16
+        {
+            return Err(
+                "server.dashboard_token: must be at least 16 characters (openssl rand -hex 16)"
+                    .into(),
+            );
         }
         if s.tls_cert.is_some() != s.tls_key.is_some() {
             return Err(

@@ -51,6 +51,9 @@
 //!   (`resonance init`), [`apps`] (the live app set: apps from a database,
 //!   reloads of the config file, TLS certificate and log filter swaps, the
 //!   `resonance apps` commands).
+//!   (`resonance init`), [`dashboard`] (the live dashboard at
+//!   `/dashboard`: page, login, live socket, debug console, test events),
+//!   [`doctor`] (`resonance doctor`: config and environment checks).
 
 pub mod adapter;
 pub mod app_call;
@@ -60,6 +63,8 @@ pub mod client_event_hook;
 pub mod config;
 pub mod core;
 pub mod custom;
+pub mod dashboard;
+pub mod doctor;
 pub mod echo_config;
 pub mod http_api;
 pub mod ingress;

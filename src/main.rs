@@ -1,4 +1,5 @@
-//! The `resonance` command: `start` runs the server, `init` writes a config.
+//! The `resonance` command: `start` runs the server, `init` writes a config,
+//! `doctor` checks a config and the machine.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -57,6 +58,21 @@ enum Command {
     /// Manage apps in the config file or the apps database: list, add,
     /// remove, rotate-secret, migrate.
     Apps(resonance::apps::cli::AppsArgs),
+    /// Check a config and this machine before starting: ports, open-file
+    /// limit, Redis, apps database, auth endpoints, TLS certificate. Exits 1
+    /// when something needs fixing.
+    Doctor {
+        /// TOML config file (see `resonance init`).
+        #[arg(long, env = "RESONANCE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Check a laravel-echo-server.json instead of a Resonance config.
+        #[arg(long, conflicts_with = "config")]
+        echo_config: Option<PathBuf>,
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Write a commented config with fresh app credentials and print the
     /// Laravel .env lines and Echo snippet.
     Init {
@@ -88,7 +104,12 @@ fn main() -> ExitCode {
             config,
         } => reload(pid_file, pid, config),
         Command::Apps(args) => resonance::apps::cli::run(args),
-
+        Command::Doctor {
+            config,
+            echo_config,
+            host,
+            port,
+        } => doctor(config, echo_config, Overrides { host, port }),
         Command::Init {
             path,
             force,
@@ -314,6 +335,51 @@ fn reload(pid_file: Option<PathBuf>, pid: Option<i32>, config: Option<PathBuf>) 
     }
     eprintln!("sent SIGHUP to {pid}; the server logs what it reloaded (or why it refused)");
     ExitCode::SUCCESS
+/// `resonance doctor`: loads the config as `start` would, runs the checks,
+/// prints what to fix.
+fn doctor(file: Option<PathBuf>, echo_file: Option<PathBuf>, overrides: Overrides) -> ExitCode {
+    let env = |name: &str| std::env::var(name).ok();
+    let loaded = match &echo_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|text| resonance::echo_config::load(&text, &env))
+            .map(|(mut config, _)| {
+                config.server.host = overrides.host.clone().unwrap_or(config.server.host);
+                config.server.port = overrides.port.unwrap_or(config.server.port);
+                config
+            }),
+        None => Config::load(file.as_deref(), &env, &overrides),
+    };
+    let config = match loaded {
+        Ok(c) => c,
+        Err(e) => {
+            println!(
+                "PROBLEM configuration: {e}\n        fix: correct that key or variable (see README: Configuration)"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("resonance: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let findings = runtime.block_on(resonance::doctor::check(
+        &config,
+        &resonance::doctor::Environment::current(),
+    ));
+    let (text, problems) = resonance::doctor::report(&findings);
+    let _ = write!(std::io::stdout(), "{text}");
+    if problems == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

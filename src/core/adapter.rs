@@ -14,6 +14,18 @@ use super::hub::{ChannelSummary, Hub};
 use super::node::Node;
 use super::settle::Subject;
 
+/// A cluster node as this node sees it (the dashboard's cluster panel).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSeen {
+    pub id: String,
+    /// This process.
+    pub this: bool,
+    /// Heartbeating (within `node_timeout`) as of the last heartbeat.
+    pub alive: bool,
+    /// Milliseconds since this node last heard from it (`None` for itself).
+    pub last_seen_ms: Option<u64>,
+}
+
 /// A boxed future, for the adapter's asynchronous queries.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -129,6 +141,11 @@ pub trait Adapter: Send + Sync + 'static {
     /// Whether the adapter can currently reach the other nodes.
     fn healthy(&self) -> bool {
         true
+    }
+
+    /// This node and the others it knows of; empty for a single node.
+    fn nodes(&self) -> Vec<NodeSeen> {
+        Vec::new()
     }
 
     /// Resolves once the adapter has the cluster's state (bounded by the

@@ -311,7 +311,9 @@ async fn publish(node: &Node, hub: &Arc<Hub>, t: &Trigger) -> Result<Option<Valu
     Ok(Some(Value::Object(out)))
 }
 
-async fn trigger(node: &Node, hub: &Arc<Hub>, body: &Bytes) -> ApiResult {
+/// `POST /apps/{id}/events` once authenticated (also the dashboard's test
+/// event).
+pub(crate) async fn trigger(node: &Node, hub: &Arc<Hub>, body: &Bytes) -> ApiResult {
     let trigger = validate(&hub.app, parse_json(body)?)?;
     Ok(match publish(node, hub, &trigger).await? {
         Some(channels) => json!({ "channels": channels }),

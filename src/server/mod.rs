@@ -64,6 +64,8 @@ struct State {
     control: Arc<crate::apps::Control>,
     /// pusher-js's HTTP fallback transports (`http_fallback_path`).
     fallback: Arc<Fallback>,
+    /// The live dashboard (`dashboard = true`).
+    dashboard: Option<Arc<crate::dashboard::Dashboard>>,
 }
 
 /// A bound, not yet running server.
@@ -149,6 +151,9 @@ impl Server {
             sessions.clone(),
         )
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let dashboard = server_config
+            .dashboard
+            .then(|| crate::dashboard::Dashboard::start(&node));
         let link = match (config.cluster.adapter.as_str(), &config.cluster.redis_url) {
             ("redis", Some(url)) => Some(crate::adapter::redis::link::RedisLink::start(
                 url,
@@ -166,6 +171,7 @@ impl Server {
         );
         let state = Arc::new(State {
             fallback,
+            dashboard,
             node,
             config: server_config.clone(),
             shutdown,
@@ -401,6 +407,19 @@ async fn handle(
     // Handler routes forward the client's address (`X-Forwarded-For`).
     req.extensions_mut()
         .insert(custom::app_handlers::PeerAddr(peer));
+    if let Some(dashboard) = &state.dashboard
+        && (path == "/dashboard" || path.starts_with("/dashboard/"))
+    {
+        let ctx = crate::dashboard::Context {
+            node: &state.node,
+            config: &state.config,
+            shutdown: &state.shutdown,
+            sessions: &state.sessions,
+            tls: state.tls.is_some(),
+            peer,
+        };
+        return Ok(dashboard.handle(ctx, req).await);
+    }
     let req = match state.custom.dispatch(req).await {
         Ok(response) => return Ok(response),
         Err(req) => req,

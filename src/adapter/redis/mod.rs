@@ -926,6 +926,43 @@ impl Adapter for RedisAdapter {
         self.healthy.load(Ordering::SeqCst)
     }
 
+    fn nodes(&self) -> Vec<crate::core::adapter::NodeSeen> {
+        use crate::core::adapter::NodeSeen;
+        let alive = self.alive.lock().clone();
+        let mut nodes = vec![NodeSeen {
+            id: self.id.clone(),
+            this: true,
+            alive: self.healthy(),
+            last_seen_ms: None,
+        }];
+        nodes.extend(
+            self.last_seen
+                .lock()
+                .iter()
+                .filter(|(id, _)| **id != self.id)
+                .map(|(id, at)| NodeSeen {
+                    id: id.clone(),
+                    this: false,
+                    alive: alive.contains(id),
+                    last_seen_ms: Some(at.elapsed().as_millis() as u64),
+                }),
+        );
+        nodes.extend(
+            alive
+                .iter()
+                .filter(|id| !nodes.iter().any(|n| &n.id == *id))
+                .map(|id| NodeSeen {
+                    id: id.clone(),
+                    this: false,
+                    alive: true,
+                    last_seen_ms: None,
+                })
+                .collect::<Vec<_>>(),
+        );
+        nodes.sort_by(|a, b| b.this.cmp(&a.this).then_with(|| a.id.cmp(&b.id)));
+        nodes
+    }
+
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             // Let queued leaves go out, then leave the cluster cleanly.
