@@ -128,7 +128,9 @@ pub async fn check(config: &Config, env: &Environment) -> Vec<Finding> {
             out.push(auth_endpoint(endpoint, &format!("apps[{i}].auth_endpoint")).await);
         }
     }
-    if let Some(url) = &env.apps_database {
+    // The config's `apps_database` (file or RESONANCE_APPS_DATABASE, as
+    // `start` reads it) wins over the bare environment variable.
+    if let Some(url) = config.apps_database.as_ref().or(env.apps_database.as_ref()) {
         out.push(database_reachable(url).await);
     }
     if let (Some(cert), Some(key)) = (&s.tls_cert, &s.tls_key) {
