@@ -10,7 +10,8 @@
 //!   connection slots released on drop ([`core::hub`]), the rules every
 //!   front-end shares ([`core::rules`]), per-app counters ([`core::stats`]),
 //!   the node with its ordered fan-out lanes and tracked background tasks
-//!   ([`core::node`]) and the cross-node [`core::adapter`] seam.
+//!   ([`core::node`]) and the cross-node [`core::adapter`] seam, with
+//!   interest-based routing's claims on a channel ([`core::interest`]).
 //! - [`signing`] — Pusher's HMAC signatures, shared by auth and the API.
 //! - [`limits`] — per-IP connection slots and token-bucket rate limits.
 //! - [`ws`] — the WebSocket seam: the handshake, our lean RFC 6455
@@ -28,7 +29,8 @@
 //! - Egress: [`auth_endpoint`] (asking the app's `/broadcasting/auth` with
 //!   the user's cookies).
 //! - Engines: [`adapter`] (the Redis cluster adapter behind
-//!   [`core::adapter::Adapter`]).
+//!   [`core::adapter::Adapter`]; [`adapter::routes`], the per-channel
+//!   broker subscriptions of interest-based routing).
 //! - [`server`] — accept loop, per-connection limits, routing, readiness
 //!   and graceful shutdown; [`tls`] — the rustls acceptor.
 //! - Operations: [`config`] (defaults, file, `RESONANCE_*`, flags),

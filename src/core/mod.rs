@@ -8,6 +8,7 @@ pub mod channel;
 pub mod connection;
 pub mod event;
 pub mod hub;
+pub mod interest;
 pub mod node;
 pub mod rules;
 pub mod stats;
