@@ -324,6 +324,7 @@ impl RedisAdapter {
     /// channel, so a node's events stay ordered with its presence deltas.
     async fn receive(&self, pubsub: redis::aio::PubSub) -> redis::RedisResult<()> {
         let (mut sink, mut messages) = pubsub.split();
+        let route_prefix = format!("{}#ch#", self.settings.prefix);
         let wanted = self.routes.wanted();
         for chunk in wanted.chunks(SUBSCRIBE_BATCH) {
             sink.subscribe(names(chunk)).await?;
@@ -337,7 +338,11 @@ impl RedisAdapter {
                         let payload = msg.get_payload_bytes();
                         self.received.fetch_add(1, Ordering::Relaxed);
                         self.received_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
-                        self.on_message(payload).await;
+                        let route = msg
+                            .get_channel_name()
+                            .strip_prefix(route_prefix.as_str())
+                            .and_then(|rest| rest.split_once('#'));
+                        self.on_message(payload, route).await;
                     }
                     None => return Ok(()),
                 },
@@ -530,11 +535,19 @@ impl RedisAdapter {
     /// (in order with each other); replica bookkeeping, terminations and
     /// queries stay inline — they are cheap, and the replica must follow
     /// the message stream's order exactly.
-    async fn on_message(&self, payload: &[u8]) {
-        let msg: Message = match serde_json::from_slice(payload) {
+    /// `route` is (app, channel) of an event that came on its channel's
+    /// own Redis channel, which names them (its payload leaves them out).
+    async fn on_message(&self, payload: &[u8], route: Option<(&str, &str)>) {
+        let mut msg: Message = match serde_json::from_slice(payload) {
             Ok(m) => m,
             Err(e) => return tracing::warn!(error = %e, "undecodable cluster message"),
         };
+        if let Some((app, channel)) = route
+            && msg.a.is_empty()
+        {
+            msg.a = app.to_string();
+            msg.c = Some(channel.to_string());
+        }
         let mine = msg.o == self.id;
         if !mine {
             self.last_seen.lock().insert(msg.o.clone(), Instant::now());
@@ -759,6 +772,17 @@ impl Adapter for RedisAdapter {
                 if !self.settings.interest_routing {
                     return self.broadcast(&msg);
                 }
+                // The Redis channel names the app and the channel (unless
+                // the app id has a '#', which would make that ambiguous).
+                let msg = if hub.app.id.contains('#') {
+                    msg
+                } else {
+                    Message {
+                        a: String::new(),
+                        c: None,
+                        ..msg
+                    }
+                };
                 match serde_json::to_string(&msg) {
                     Ok(payload) => self.send(Write::Publish {
                         channel: self.route_channel(&hub.app.id, &event.channel),
