@@ -29,12 +29,12 @@ f=$(grep -Eo '[0-9]+ failed' "$LOG/cargo.txt" | awk '{s+=$1} END {print s+0}')
 add "$p" "$f"
 
 node_suite() {
-  local dir=$1 name=$2
+  local dir=$1 name=$2 script=${3:-test}
   step "Node suite: $name"
   if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
     (cd "$dir" && npm ci --no-audit --no-fund) || { add 0 1; return; }
   fi
-  (cd "$dir" && npm test 2>&1) | tee "$LOG/node.txt"
+  (cd "$dir" && npm run "$script" 2>&1) | tee "$LOG/node.txt"
   local p f
   p=$(grep -E '^# pass [0-9]+' "$LOG/node.txt" | awk '{print $3}' | tail -1)
   f=$(grep -E '^# fail [0-9]+' "$LOG/node.txt" | awk '{print $3}' | tail -1)
@@ -50,6 +50,7 @@ node_suite tests/laravel-app "real Laravel 8.83 app (php -S): Echo socket.io 2.x
 step "Laravel package (PHPUnit, inside the real Laravel app)"
 laravel/tests/run.sh 2>&1 | tee "$LOG/phpunit.txt"
 add "$(grep -E '^# pass' "$LOG/phpunit.txt" | awk '{print $3}')" "$(grep -E '^# fail' "$LOG/phpunit.txt" | awk '{print $3}')"
+node_suite tests/cluster "cluster, single-channel routing (subset)" test:broadcast
 
 step "Python suite (pusher SDK)"
 VENV="$ROOT/target/pyvenv"

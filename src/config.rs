@@ -133,6 +133,10 @@ pub struct ClusterConfig {
     pub node_timeout: u64,
     /// Milliseconds a cluster-wide query waits for the other nodes.
     pub query_timeout_ms: u64,
+    /// How events cross nodes: `interest` (a node receives a channel's
+    /// events only while it has subscribers for it) or `broadcast` (every
+    /// event to every node over one broker channel).
+    pub routing: String,
 }
 
 impl Default for ClusterConfig {
@@ -143,6 +147,7 @@ impl Default for ClusterConfig {
             prefix: "resonance".into(),
             node_timeout: 10,
             query_timeout_ms: 2000,
+            routing: "interest".into(),
         }
     }
 }
@@ -302,6 +307,7 @@ impl Config {
         set(env, "RESONANCE_CLUSTER_PREFIX", &mut c.prefix)?;
         set(env, "RESONANCE_NODE_TIMEOUT", &mut c.node_timeout)?;
         set(env, "RESONANCE_QUERY_TIMEOUT", &mut c.query_timeout_ms)?;
+        set(env, "RESONANCE_CLUSTER_ROUTING", &mut c.routing)?;
         if c.adapter == "redis" && c.redis_url.is_none() {
             c.redis_url = env("RESONANCE_REDIS_URL").filter(|u| !u.is_empty());
         }
@@ -498,6 +504,12 @@ impl Config {
         }
         if c.node_timeout < 2 {
             return Err("cluster.node_timeout: must be at least 2 seconds".into());
+        }
+        if !matches!(c.routing.as_str(), "interest" | "broadcast") {
+            return Err(format!(
+                "cluster.routing: {:?} is not a routing; use \"interest\" or \"broadcast\"",
+                c.routing
+            ));
         }
         if let Some(path) = &s.echo_path
             && (!path.starts_with('/') || path.starts_with("/app/"))

@@ -12,8 +12,9 @@
 //!   connection slots released on drop ([`core::hub`]), the rules every
 //!   front-end shares ([`core::rules`]), per-app counters ([`core::stats`]),
 //!   the node with its ordered fan-out lanes and tracked background tasks
-//!   ([`core::node`]), the cross-node [`core::adapter`] seam and the
-//!   node-to-node [`core::relay`] link; the
+//!   ([`core::node`]), the cross-node [`core::adapter`] seam (with
+//!   interest-based routing's claims on a channel, [`core::interest`]) and
+//!   the node-to-node [`core::relay`] link; the
 //!   one stream of happenings (occupied/vacated, members, client events,
 //!   connections; cluster-wide once or node-local) in
 //!   [`core::happenings`], with departures held and settled by
@@ -42,7 +43,9 @@
 //!   handler routes and the hook), [`client_event_hook`] (client events
 //!   vetted by the app before they are relayed).
 //! - Engines: [`adapter`] (the Redis cluster adapter behind
-//!   [`core::adapter::Adapter`], and the Redis [`core::relay::Link`]).
+//!   [`core::adapter::Adapter`]; [`adapter::routes`], the per-channel
+//!   broker subscriptions of interest-based routing; and the Redis
+//!   [`core::relay::Link`]).
 //! - [`server`] — accept loop, per-connection limits, routing, readiness
 //!   and graceful shutdown; [`tls`] — the rustls acceptor.
 //! - Operations: [`config`] (defaults, file, `RESONANCE_*`, flags),

@@ -1,7 +1,10 @@
 //! Adapter implementations (the trait lives in [`crate::core::adapter`]):
-//! the local one is in the core; [`redis`] makes several nodes one server.
+//! the local one is in the core; [`redis`] makes several nodes one server;
+//! [`routes`] keeps an engine's per-channel subscriptions in step with local
+//! interest.
 
 pub mod redis;
+pub mod routes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +21,7 @@ pub fn from_config(cluster: &ClusterConfig) -> Arc<dyn Adapter> {
             prefix: cluster.prefix.clone(),
             node_timeout: Duration::from_secs(cluster.node_timeout),
             query_timeout: Duration::from_millis(cluster.query_timeout_ms),
+            interest_routing: cluster.routing != "broadcast",
         }),
         _ => Arc::new(LocalAdapter),
     }

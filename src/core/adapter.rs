@@ -11,6 +11,7 @@ use std::sync::{Arc, Weak};
 use super::connection::SocketId;
 use super::event::{Event, Member};
 use super::hub::{ChannelSummary, Hub};
+use super::interest::Interest;
 use super::node::Node;
 use super::settle::Subject;
 
@@ -157,6 +158,18 @@ pub trait Adapter: Send + Sync + 'static {
     /// Leaves the cluster cleanly at shutdown.
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
+    }
+
+    // --- interest-based routing (issue 15) ---
+
+    /// A claim on `channel`'s events in `app` (see [`crate::core::interest`]).
+    /// The hub takes one when a channel gets its first local subscriber and
+    /// drops it with the last; front-ends take one before confirming a
+    /// subscription and wait for [`Interest::is_routed`]. Must not block:
+    /// it is called under the hub's shard lock. An engine that sends every
+    /// event to every node keeps the default.
+    fn channel_interest(&self, _app: &str, _channel: &str) -> Interest {
+        Interest::always()
     }
 }
 

@@ -25,6 +25,7 @@ use super::happenings::Happenings;
 use super::settle::HoldQueue;
 use super::live_app::LiveApp;
 use super::roster::{Roster, Tracked};
+use super::interest::Interest;
 use super::stats::AppStats;
 
 /// How long a cache channel keeps its last event (Pusher: at most 30 min).
@@ -52,6 +53,9 @@ struct ChannelState {
     /// this orphan would confirm a subscription nobody publishes to (and
     /// leave a ghost presence member), so the subscribe starts over.
     dead: bool,
+    /// This node's claim on the channel's cluster events, from the first
+    /// local subscriber to the last (interest-based routing).
+    interest: Interest,
 }
 
 /// Why a subscription was refused by the hub (auth is checked before).
@@ -205,7 +209,10 @@ impl Hub {
         let (added, announced, count) = loop {
             let channel = {
                 let mut shard = self.shard(spec.name).write();
-                shard.entry(spec.name.into()).or_default().clone()
+                shard
+                    .entry(spec.name.into())
+                    .or_insert_with(|| self.new_channel(spec.name))
+                    .clone()
             };
             let mut state = channel.state.lock();
             if state.dead {
@@ -284,6 +291,7 @@ impl Hub {
         member_key: Option<&str>,
     ) -> bool {
         let mut removed_member = None;
+        let mut released = None;
         let count;
         {
             let mut shard = self.shard(channel).write();
@@ -309,10 +317,12 @@ impl Hub {
                     self.adapter.channel_vacated(self, channel);
                 }
                 state.dead = true;
+                released = Some(std::mem::take(&mut state.interest));
                 drop(state);
                 shard.remove(channel);
             }
         }
+        drop(released);
         self.stats.unsubscribed();
         self.subscription_happenings(&conn.socket_id, channel, false, count);
         if let Some(member) = removed_member {
@@ -330,9 +340,30 @@ impl Hub {
         let mut state = ch.state.lock();
         if state.subscribers.is_empty() {
             state.dead = true; // see ChannelState::dead
+            let released = std::mem::take(&mut state.interest);
             drop(state);
             shard.remove(channel);
+            drop(shard);
+            drop(released);
         }
+    }
+
+    /// A channel's first local subscriber is arriving: claim its events.
+    fn new_channel(&self, name: &str) -> Arc<Channel> {
+        let state = ChannelState {
+            interest: self.adapter.channel_interest(&self.app.id, name),
+            ..ChannelState::default()
+        };
+        Arc::new(Channel {
+            state: Mutex::new(state),
+        })
+    }
+
+    /// A claim on `channel`'s cluster events for a subscription about to be
+    /// confirmed: confirm once it [`Interest::is_routed`] (or after waiting
+    /// for [`Interest::routed`]), and drop it after [`Hub::subscribe`].
+    pub fn interest(&self, channel: &str) -> Interest {
+        self.adapter.channel_interest(&self.app.id, channel)
     }
 
     fn publish_count(&self, channel: &str, count: usize) {

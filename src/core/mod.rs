@@ -10,6 +10,7 @@ pub mod event;
 pub mod happenings;
 pub mod hub;
 pub mod live_app;
+pub mod interest;
 pub mod node;
 pub mod registry;
 pub mod roster;

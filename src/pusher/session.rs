@@ -39,6 +39,7 @@ use crate::core::channel::{ChannelKind, ChannelSpec};
 use crate::core::connection::{CloseRequest, Connection};
 use crate::core::event::{Event, EventKind, Member, RawJson};
 use crate::core::hub::{Hub, JoinError};
+use crate::core::interest::{Interest, ROUTE_WAIT};
 use crate::core::node::Node;
 use crate::core::rules::{self, RateLimit};
 use crate::signing;
@@ -85,6 +86,10 @@ pub(crate) struct Session {
     /// its answer arrives or the client unsubscribes (the answer is then
     /// ignored).
     pending_channels: Vec<Box<str>>,
+    /// Channels waiting for their cluster route (interest-based routing),
+    /// with the claim that keeps the route wanted until the join and when
+    /// the wait ends.
+    routing: Vec<(Box<str>, Interest, Instant)>,
 }
 
 /// Waits for the next auth endpoint answer; never resolves when none is
@@ -269,6 +274,7 @@ impl Session {
             cookie,
             pending: None,
             pending_channels: Vec::new(),
+            routing: Vec::new(),
         }
     }
 
@@ -479,6 +485,34 @@ impl Session {
         } else {
             None
         };
+        // Interest-based routing: confirm only once this node gets the
+        // channel's events from every node (at once, unless it is new here).
+        let _interest = match self.routing.iter().position(|(c, ..)| &**c == channel) {
+            // An answer of an earlier wait (abandoned by an unsubscribe)
+            // may come first: keep waiting until routed or out of time.
+            Some(pos) => {
+                let (_, interest, deadline) = &self.routing[pos];
+                if !interest.is_routed() && Instant::now() < *deadline {
+                    let wait = interest.routed(deadline.saturating_duration_since(Instant::now()));
+                    self.pending_channels.push(channel.into());
+                    return self.push_route_wait(channel, channel_data, wait);
+                }
+                if !interest.is_routed() {
+                    tracing::warn!(
+                        channel,
+                        "the cluster took too long to route a channel; confirming anyway"
+                    );
+                }
+                self.routing.swap_remove(pos).1
+            }
+            None => {
+                let interest = self.hub.interest(channel);
+                if !interest.is_routed() {
+                    return self.await_route(channel, channel_data, interest);
+                }
+                interest
+            }
+        };
         let member_key = member.as_ref().map(|m| m.key.clone());
         let conn = &self.conn;
         let joined = self.hub.subscribe(conn, spec, member, |joined| {
@@ -513,8 +547,40 @@ impl Session {
         });
     }
 
+    /// Joins once the channel's route is up (bounded by `ROUTE_WAIT`): the
+    /// wait rides with the auth calls and answers as an allowed one.
+    fn await_route(&mut self, channel: &str, channel_data: Option<&str>, interest: Interest) {
+        let wait = interest.routed(ROUTE_WAIT);
+        self.routing
+            .push((channel.into(), interest, Instant::now() + ROUTE_WAIT));
+        self.pending_channels.push(channel.into());
+        self.push_route_wait(channel, channel_data, wait);
+    }
+
+    fn push_route_wait(
+        &mut self,
+        channel: &str,
+        channel_data: Option<&str>,
+        wait: impl Future<Output = bool> + Send + 'static,
+    ) {
+        let data = SubscribeData {
+            channel: channel.to_string(),
+            auth: None,
+            channel_data: channel_data.map(str::to_string),
+        };
+        let call = Box::pin(async move {
+            wait.await;
+            let channel_data = data.channel_data.clone();
+            (data, Verdict::Allowed { channel_data })
+        });
+        self.pending
+            .get_or_insert_with(FuturesUnordered::new)
+            .push(call);
+    }
+
     fn unsubscribe(&mut self, channel: &str) {
         self.pending_channels.retain(|c| &**c != channel);
+        self.routing.retain(|(c, ..)| &**c != channel);
         let Some(pos) = self
             .subscriptions
             .iter()

@@ -25,8 +25,9 @@ use crate::auth_endpoint::{self, AuthCall, Verdict};
 use crate::config::ServerConfig;
 use crate::core::channel::{ChannelKind, ChannelSpec};
 use crate::core::connection::{Connection, SocketId};
-use crate::core::event::{Event, EventKind, RawJson};
+use crate::core::event::{Event, EventKind, Member, RawJson};
 use crate::core::hub::{ConnectionSlot, Hub, JoinError};
+use crate::core::interest::{Interest, ROUTE_WAIT};
 use crate::core::node::Node;
 use crate::core::rules::{self, RateLimit};
 
@@ -343,7 +344,7 @@ impl SocketIoFrontend {
         }
     }
 
-    fn join(&self, socket: &Sock, spec: &ChannelSpec<'_>, channel_data: Option<&str>) {
+    fn join(self: &Arc<Self>, socket: &Sock, spec: &ChannelSpec<'_>, channel_data: Option<&str>) {
         let channel = spec.name;
         let member = if spec.is_presence() {
             match rules::presence_member(channel_data, self.hub.app.max_presence_member_bytes) {
@@ -360,6 +361,44 @@ impl SocketIoFrontend {
         } else {
             None
         };
+        // Interest-based routing: join once this node gets the channel's
+        // events from every node (at once, unless it is new here).
+        let interest = self.hub.interest(channel);
+        if !interest.is_routed() {
+            return self.await_route(socket, channel, member, interest);
+        }
+        self.join_routed(socket, spec, member);
+    }
+
+    /// Joins once the channel's route is up (bounded by `ROUTE_WAIT`), if
+    /// the client still wants it then; `interest` is held meanwhile.
+    fn await_route(
+        self: &Arc<Self>,
+        socket: &Sock,
+        channel: &str,
+        member: Option<Member>,
+        interest: Interest,
+    ) {
+        Self::with_session(socket, |s| s.pending.insert(channel.into()));
+        let (this, socket, channel) = (self.clone(), socket.clone(), channel.to_string());
+        tokio::spawn(async move {
+            if !interest.routed(ROUTE_WAIT).await {
+                tracing::warn!(
+                    channel,
+                    "the cluster took too long to route a channel; joining anyway"
+                );
+            }
+            let still_wanted = Self::with_session(&socket, |s| s.pending.remove(channel.as_str()))
+                .unwrap_or(false);
+            if let (true, Ok(spec)) = (still_wanted, ChannelSpec::parse(&channel)) {
+                this.join_routed(&socket, &spec, member);
+            }
+            drop(interest);
+        });
+    }
+
+    fn join_routed(&self, socket: &Sock, spec: &ChannelSpec<'_>, member: Option<Member>) {
+        let channel = spec.name;
         let mut guard = socket.data.0.lock();
         let Some(session) = guard.as_mut() else {
             return;

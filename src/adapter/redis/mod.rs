@@ -1,8 +1,11 @@
 //! The Redis adapter: several nodes sharing one Redis behave as one server.
 //!
 //! - **Events** entering a node are delivered to its own subscribers at
-//!   once and published once on `{prefix}#cluster` (writes are pipelined:
-//!   one round trip per batch, never per subscriber); other nodes deliver
+//!   once and published once (writes are pipelined: one round trip per
+//!   batch, never per subscriber) on the channel's own Redis channel
+//!   `{prefix}#ch#{app}#{channel}`, which only nodes with subscribers for
+//!   it subscribe to ([`crate::adapter::routes`]; with `routing =
+//!   "broadcast"`, on `{prefix}#cluster` to every node); other nodes deliver
 //!   them to theirs. A node ignores its own messages, so delivery is exactly
 //!   once. Cluster channels contain `#`, which no Pusher channel name may,
 //!   so Laravel's ingestion pattern (even `*`) can tell them apart.
@@ -42,11 +45,13 @@ use self::happenings::{OCCUPIED, ONLINE, is_pseudo};
 use self::message::{EVENT, JOIN, LEAVE, Message, QUERY, RAW, REPLY, SETTLE, TERMINATE};
 use self::replica::{Change, Replica};
 use crate::core::adapter::member_subject;
+use crate::adapter::routes::RouteTable;
 use crate::core::adapter::{Adapter, BoxFuture};
 use crate::core::connection::SocketId;
 use crate::core::event::{Event, EventKind, Member, RawJson};
 use crate::core::happenings::HOLD;
 use crate::core::hub::{ChannelSummary, Hub};
+use crate::core::interest::Interest;
 use crate::core::node::Node;
 use crate::core::settle::{Settler, Subject};
 
@@ -57,6 +62,10 @@ pub struct ClusterSettings {
     pub prefix: String,
     pub node_timeout: Duration,
     pub query_timeout: Duration,
+    /// Interest-based routing: events travel on a Redis channel per Pusher
+    /// channel that only interested nodes subscribe to (else every event
+    /// goes to every node on `{prefix}#cluster`).
+    pub interest_routing: bool,
 }
 
 /// A write for the pipelined writer task.
@@ -76,6 +85,8 @@ const LEAVE_GRACE: Duration = Duration::from_millis(250);
 /// (app, channel, user) of a held-back `member_removed`.
 type PendingKey = (String, String, String);
 const WRITE_QUEUE: usize = 65_536;
+/// Channels per SUBSCRIBE/UNSUBSCRIBE command.
+const SUBSCRIBE_BATCH: usize = 512;
 
 pub struct RedisAdapter {
     id: String,
@@ -102,6 +113,12 @@ pub struct RedisAdapter {
     settler: Mutex<Settler>,
     /// Generations of this node's departures.
     generation: AtomicU64,
+    /// Per-channel subscriptions (interest-based routing).
+    routes: Arc<RouteTable>,
+    /// Messages and payload bytes received from Redis (logged at shutdown,
+    /// read by bench/routing.sh).
+    received: AtomicU64,
+    received_bytes: AtomicU64,
 }
 
 fn now_ms() -> u64 {
@@ -132,6 +149,9 @@ impl RedisAdapter {
             is_synced: AtomicBool::new(false),
             settler: Mutex::new(Settler::default()),
             generation: AtomicU64::new(1),
+            routes: RouteTable::new(),
+            received: AtomicU64::new(0),
+            received_bytes: AtomicU64::new(0),
         })
     }
 
@@ -151,6 +171,15 @@ impl RedisAdapter {
     }
     fn presence_key(&self, node: &str) -> String {
         self.key(&format!("presence#{node}"))
+    }
+    /// The Redis channel of one Pusher channel's events (interest routing).
+    fn route_channel(&self, app: &str, channel: &str) -> String {
+        format!("{}#ch#{app}#{channel}", self.settings.prefix)
+    }
+
+    /// Channels this node subscribes to on Redis for their events.
+    pub fn routed_channels(&self) -> usize {
+        self.routes.subscription_count()
     }
 
     fn hub(&self, app: &str) -> Option<Arc<Hub>> {
@@ -285,10 +314,10 @@ impl RedisAdapter {
                         self.is_synced.store(true, Ordering::SeqCst);
                         self.synced.notify_waiters();
                         tracing::info!(node = %self.id, "cluster adapter connected and in sync");
-                        let mut messages = pubsub.into_on_message();
-                        while let Some(msg) = messages.next().await {
-                            self.on_message(msg.get_payload_bytes()).await;
+                        if let Err(e) = self.receive(pubsub).await {
+                            tracing::warn!(error = %e, "cluster subscription failed");
                         }
+                        self.routes.set_online(false);
                         tracing::warn!(
                             "cluster subscription lost; serving local clients, reconnecting"
                         );
@@ -301,6 +330,48 @@ impl RedisAdapter {
             self.healthy.store(false, Ordering::SeqCst);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Applies cluster messages and keeps the per-channel subscriptions in
+    /// step with local interest, on one connection: Redis hands its
+    /// messages over in the order it handled the PUBLISHes, whatever the
+    /// channel, so a node's events stay ordered with its presence deltas.
+    async fn receive(&self, pubsub: redis::aio::PubSub) -> redis::RedisResult<()> {
+        let (mut sink, mut messages) = pubsub.split();
+        let route_prefix = format!("{}#ch#", self.settings.prefix);
+        let wanted = self.routes.wanted();
+        for chunk in wanted.chunks(SUBSCRIBE_BATCH) {
+            sink.subscribe(names(chunk)).await?;
+        }
+        self.routes.subscribed(&wanted);
+        self.routes.set_online(true);
+        loop {
+            tokio::select! {
+                msg = messages.next() => match msg {
+                    Some(msg) => {
+                        let payload = msg.get_payload_bytes();
+                        self.received.fetch_add(1, Ordering::Relaxed);
+                        self.received_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+                        let route = msg
+                            .get_channel_name()
+                            .strip_prefix(route_prefix.as_str())
+                            .and_then(|rest| rest.split_once('#'));
+                        self.on_message(payload, route).await;
+                    }
+                    None => return Ok(()),
+                },
+                () = self.routes.work() => {
+                    let plan = self.routes.plan();
+                    for chunk in plan.unsubscribe.chunks(SUBSCRIBE_BATCH) {
+                        sink.unsubscribe(names(chunk)).await?;
+                    }
+                    for chunk in plan.subscribe.chunks(SUBSCRIBE_BATCH) {
+                        sink.subscribe(names(chunk)).await?;
+                        self.routes.subscribed(chunk);
+                    }
+                }
+            }
         }
     }
 
@@ -504,11 +575,19 @@ impl RedisAdapter {
     /// (in order with each other); replica bookkeeping, terminations and
     /// queries stay inline — they are cheap, and the replica must follow
     /// the message stream's order exactly.
-    async fn on_message(&self, payload: &[u8]) {
-        let msg: Message = match serde_json::from_slice(payload) {
+    /// `route` is (app, channel) of an event that came on its channel's
+    /// own Redis channel, which names them (its payload leaves them out).
+    async fn on_message(&self, payload: &[u8], route: Option<(&str, &str)>) {
+        let mut msg: Message = match serde_json::from_slice(payload) {
             Ok(m) => m,
             Err(e) => return tracing::warn!(error = %e, "undecodable cluster message"),
         };
+        if let Some((app, channel)) = route
+            && msg.a.is_empty()
+        {
+            msg.a = app.to_string();
+            msg.c = Some(channel.to_string());
+        }
         let mine = msg.o == self.id;
         if !mine {
             self.last_seen.lock().insert(msg.o.clone(), Instant::now());
@@ -658,6 +737,11 @@ impl RedisAdapter {
     }
 }
 
+/// Channel names as Redis command arguments.
+fn names(keys: &[Box<str>]) -> Vec<&str> {
+    keys.iter().map(|k| &**k).collect()
+}
+
 fn join_message(
     node: &str,
     app: &str,
@@ -731,13 +815,36 @@ impl Adapter for RedisAdapter {
                 name,
                 data,
                 user_id,
-            } => self.broadcast(&Message {
-                t: EVENT.into(),
-                n: Some(name.to_string()),
-                d: message::raw(data),
-                u: user_id.as_ref().map(|u| u.to_string()),
-                ..base
-            }),
+            } => {
+                let msg = Message {
+                    t: EVENT.into(),
+                    n: Some(name.to_string()),
+                    d: message::raw(data),
+                    u: user_id.as_ref().map(|u| u.to_string()),
+                    ..base
+                };
+                if !self.settings.interest_routing {
+                    return self.broadcast(&msg);
+                }
+                // The Redis channel names the app and the channel (unless
+                // the app id has a '#', which would make that ambiguous).
+                let msg = if hub.app.id.contains('#') {
+                    msg
+                } else {
+                    Message {
+                        a: String::new(),
+                        c: None,
+                        ..msg
+                    }
+                };
+                match serde_json::to_string(&msg) {
+                    Ok(payload) => self.send(Write::Publish {
+                        channel: self.route_channel(&hub.app.id, &event.channel),
+                        payload,
+                    }),
+                    Err(e) => tracing::warn!(error = %e, "cannot encode a cluster message"),
+                }
+            }
             EventKind::Raw { payload, binary } => {
                 use base64::Engine;
                 self.broadcast(&Message {
@@ -963,6 +1070,13 @@ impl Adapter for RedisAdapter {
         nodes
     }
 
+    fn channel_interest(&self, app: &str, channel: &str) -> Interest {
+        if !self.settings.interest_routing {
+            return Interest::always();
+        }
+        self.routes.hold(self.route_channel(app, channel))
+    }
+
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             // Let queued leaves go out, then leave the cluster cleanly.
@@ -970,6 +1084,12 @@ impl Adapter for RedisAdapter {
             while self.writes.capacity() < WRITE_QUEUE && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            tracing::info!(
+                messages = self.received.load(Ordering::Relaxed),
+                bytes = self.received_bytes.load(Ordering::Relaxed),
+                routed_channels = self.routes.subscription_count(),
+                "cluster traffic received from Redis"
+            );
             if let Ok(mut conn) = self.connect().await {
                 let _: redis::RedisResult<()> = conn.del(self.presence_key(&self.id)).await;
                 let _: redis::RedisResult<()> = conn.zrem(self.key("nodes"), &self.id).await;

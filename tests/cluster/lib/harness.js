@@ -254,6 +254,8 @@ async function startNodeOnce(app, opts) {
     NO_COLOR: '1',
   };
   if (opts.clusterPrefix !== undefined) env.RESONANCE_CLUSTER_PREFIX = opts.clusterPrefix;
+  // CLUSTER_TEST_ROUTING=broadcast runs the suite on the single-channel design (see README)
+  if (process.env.CLUSTER_TEST_ROUTING) env.RESONANCE_CLUSTER_ROUTING = process.env.CLUSTER_TEST_ROUTING;
   if (opts.tls) Object.assign(env, { RESONANCE_TLS_CERT: opts.tls.cert, RESONANCE_TLS_KEY: opts.tls.key });
   Object.assign(env, opts.env || {});
   const label = opts.label || '?';
