@@ -335,6 +335,8 @@ fn reload(pid_file: Option<PathBuf>, pid: Option<i32>, config: Option<PathBuf>) 
     }
     eprintln!("sent SIGHUP to {pid}; the server logs what it reloaded (or why it refused)");
     ExitCode::SUCCESS
+}
+
 /// `resonance doctor`: loads the config as `start` would, runs the checks,
 /// prints what to fix.
 fn doctor(file: Option<PathBuf>, echo_file: Option<PathBuf>, overrides: Overrides) -> ExitCode {

@@ -22,10 +22,10 @@ use super::channel::ChannelSpec;
 use super::connection::{Connection, Frame, SocketId};
 use super::event::{Event, EventKind, Member};
 use super::happenings::Happenings;
-use super::settle::HoldQueue;
+use super::interest::Interest;
 use super::live_app::LiveApp;
 use super::roster::{Roster, Tracked};
-use super::interest::Interest;
+use super::settle::HoldQueue;
 use super::stats::AppStats;
 
 /// How long a cache channel keeps its last event (Pusher: at most 30 min).

@@ -13,9 +13,9 @@ use super::app::AppConfig;
 use super::event::Event;
 use super::happenings::Happenings;
 use super::hub::Hub;
-use super::settle::{self, HoldQueue};
 pub use super::registry::AppsChange;
 use super::registry::Registry;
+use super::settle::{self, HoldQueue};
 use arc_swap::ArcSwap;
 
 /// Shared state of a running server, independent of any wire protocol.

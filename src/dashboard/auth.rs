@@ -137,10 +137,10 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 }
 
 /// The credential that signs `scope`'s cookies.
-fn credential<'a>(node: &'a Node, config: &'a ServerConfig, scope: &Scope) -> Option<&'a str> {
+fn credential(node: &Node, config: &ServerConfig, scope: &Scope) -> Option<String> {
     match scope {
-        Scope::All => config.dashboard_token.as_deref(),
-        Scope::App(id) => node.by_id(id).map(|hub| hub.app.secret.as_str()),
+        Scope::All => config.dashboard_token.clone(),
+        Scope::App(id) => node.by_id(id).map(|hub| hub.app.secret.clone()),
     }
 }
 
@@ -176,7 +176,7 @@ pub fn issue(node: &Node, config: &ServerConfig, scope: &Scope) -> Option<String
     let scope = scope.encode();
     Some(format!(
         "v1.{expiry}.{scope}.{}",
-        mac(credential, expiry, &scope)
+        mac(&credential, expiry, &scope)
     ))
 }
 
@@ -194,7 +194,7 @@ pub fn verify(node: &Node, config: &ServerConfig, value: &str) -> Option<Scope> 
     }
     let scope = Scope::decode(scope_text)?;
     let credential = credential(node, config, &scope)?;
-    crate::signing::same(given, &mac(credential, expiry, scope_text)).then_some(scope)
+    crate::signing::same(given, &mac(&credential, expiry, scope_text)).then_some(scope)
 }
 
 /// The CSRF token that goes with a cookie.
@@ -202,7 +202,7 @@ pub fn csrf_token(node: &Node, config: &ServerConfig, cookie: &str) -> Option<St
     let scope = verify(node, config, cookie)?;
     let credential = credential(node, config, &scope)?;
     Some(hmac_sha256_hex(
-        credential,
+        &credential,
         format!("resonance-dashboard-csrf|{cookie}").as_bytes(),
     ))
 }

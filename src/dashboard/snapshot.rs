@@ -86,7 +86,7 @@ impl History {
     pub fn sample(&self, node: &Node) {
         let at = unix_now();
         let mut apps = self.apps.lock();
-        for hub in node.hubs() {
+        for hub in node.hubs().iter() {
             let now = totals(hub);
             let series = apps.entry(hub.app.id.clone()).or_default();
             if let Some(last) = series.last {

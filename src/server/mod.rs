@@ -404,9 +404,6 @@ async fn handle(
     if path == "/socket.io" || path.starts_with("/socket.io/") {
         return Ok(socketio(&state, req).await);
     }
-    // Handler routes forward the client's address (`X-Forwarded-For`).
-    req.extensions_mut()
-        .insert(custom::app_handlers::PeerAddr(peer));
     if let Some(dashboard) = &state.dashboard
         && (path == "/dashboard" || path.starts_with("/dashboard/"))
     {
@@ -420,6 +417,9 @@ async fn handle(
         };
         return Ok(dashboard.handle(ctx, req).await);
     }
+    // Handler routes forward the client's address (`X-Forwarded-For`).
+    req.extensions_mut()
+        .insert(custom::app_handlers::PeerAddr(peer));
     let req = match state.custom.dispatch(req).await {
         Ok(response) => return Ok(response),
         Err(req) => req,
