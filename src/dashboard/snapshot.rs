@@ -232,7 +232,18 @@ pub async fn snapshot(
         "channel_count": channel_count,
         "channels": listed,
         "presence": presence,
-        "webhooks": Value::Null,
+        "webhooks": if hub.app.webhooks.is_empty() {
+            Value::Null
+        } else {
+            let w = &s.webhooks;
+            json!({
+                "queued": w.queued.load(Relaxed),
+                "sent": w.sent.load(Relaxed),
+                "failed": w.failed.load(Relaxed),
+                "retried": w.retried.load(Relaxed),
+                "dropped": w.dropped.load(Relaxed),
+            })
+        },
         "cluster": {
             "adapter": adapter.name(),
             "healthy": adapter.healthy(),

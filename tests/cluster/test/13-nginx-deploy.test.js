@@ -1,6 +1,6 @@
 // 13. The README's deployment, run for real: Debian's nginx with deploy/nginx.conf (the file the
 //     README shows) terminating TLS in front of two Resonance nodes over a real redis-server.
-//     Through nginx only: pusher-js over wss://, socket.io-client 4 over polling and over
+//     Through nginx only: pusher-js over wss:// and over xhr_streaming (https), socket.io-client 4 over polling and over
 //     websocket, the signed HTTP API, the dashboard (login cookie marked Secure from
 //     X-Forwarded-Proto, its live socket over wss with the Origin check passing through the
 //     proxy's Host), and a node going away (SIGTERM: 4200, pusher-js reconnects through nginx to
@@ -223,6 +223,28 @@ test('deploy/nginx.conf: TLS in front of two nodes carries every front-end, the 
       await sleep(100);
       return seen(pusherGot, n);
     }, 10000, 'an API event through nginx after the failover');
+
+    // pusher-js's HTTP fallback (xhr_streaming) over https:// through nginx: the streamed
+    // answers pass unbuffered (proxy_buffering off), and nginx's retry skips the stopped node.
+    const fallback = new Pusher(app.key, {
+      httpHost: '127.0.0.1', httpsPort: Number(hostPort.split(':')[1]), httpPath: '/pusher', forceTLS: true,
+      enabledTransports: ['xhr_streaming'], disableStats: true, cluster: 'mt1',
+    });
+    const fallbackGot = [];
+    try {
+      await waitUntil(() => fallback.connection.state === 'connected', DEFAULT_WAIT_MS, () => `pusher-js xhr_streaming through nginx (${fallback.connection.state})`);
+      const fch = fallback.subscribe(channel);
+      await withTimeout(new Promise((r) => fch.bind('pusher:subscription_succeeded', r)), DEFAULT_WAIT_MS, 'pusher-js xhr_streaming subscribed through nginx');
+      fch.bind_global((event, data) => fallbackGot.push({ event, data }));
+      await waitUntil(async () => {
+        n += 1;
+        await trigger(app, channel, 'probe', { n });
+        await sleep(100);
+        return seen(fallbackGot, n) && seen(pusherGot, n);
+      }, 10000, () => `an API event over xhr_streaming through nginx (${JSON.stringify(fallbackGot)})`);
+    } finally {
+      fallback.disconnect();
+    }
   } finally {
     pusher.disconnect();
   }
