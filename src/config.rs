@@ -23,6 +23,12 @@ pub struct ServerConfig {
     pub pong_timeout: u64,
     /// Seconds a write to a client may take before it is dropped.
     pub write_timeout: u64,
+    /// Socket.IO (Engine.IO) heartbeat: `pingInterval` in seconds (Engine.IO
+    /// 4: the server pings that often; Engine.IO 3: the client does).
+    pub socketio_ping_interval: u64,
+    /// Socket.IO (Engine.IO) `pingTimeout` in seconds: how long a missing
+    /// heartbeat is waited for before the client is dropped.
+    pub socketio_ping_timeout: u64,
     /// Largest WebSocket message accepted from a client, in bytes.
     pub max_message_bytes: usize,
     /// Frames queued per connection before it counts as a slow consumer and
@@ -85,6 +91,8 @@ impl Default for ServerConfig {
             shutdown_grace: 10,
             pong_timeout: 30,
             write_timeout: 10,
+            socketio_ping_interval: 25,
+            socketio_ping_timeout: 20,
             max_message_bytes: 64 * 1024,
             outbox_limit: 1024,
             max_request_bytes: 1024 * 1024,
@@ -244,6 +252,16 @@ impl Config {
         set(env, "RESONANCE_SHUTDOWN_GRACE", &mut s.shutdown_grace)?;
         set(env, "RESONANCE_PONG_TIMEOUT", &mut s.pong_timeout)?;
         set(env, "RESONANCE_WRITE_TIMEOUT", &mut s.write_timeout)?;
+        set(
+            env,
+            "RESONANCE_SOCKETIO_PING_INTERVAL",
+            &mut s.socketio_ping_interval,
+        )?;
+        set(
+            env,
+            "RESONANCE_SOCKETIO_PING_TIMEOUT",
+            &mut s.socketio_ping_timeout,
+        )?;
         set(env, "RESONANCE_MAX_MESSAGE_BYTES", &mut s.max_message_bytes)?;
         set(env, "RESONANCE_OUTBOX_LIMIT", &mut s.outbox_limit)?;
         set(env, "RESONANCE_MAX_REQUEST_BYTES", &mut s.max_request_bytes)?;
@@ -446,6 +464,12 @@ impl Config {
         if s.pong_timeout == 0 || s.write_timeout == 0 {
             return Err(
                 "server.pong_timeout and server.write_timeout: must be at least 1 second".into(),
+            );
+        }
+        if s.socketio_ping_interval == 0 || s.socketio_ping_timeout == 0 {
+            return Err(
+                "server.socketio_ping_interval and server.socketio_ping_timeout: must be at least 1 second"
+                    .into(),
             );
         }
         if s.handshake_timeout == 0 {

@@ -102,16 +102,83 @@ pub(super) fn readiness(node: &crate::core::node::Node, ready: bool) -> Response
     )
 }
 
-/// Hands a `/socket.io/` request to engineioxide, answering CORS the way
-/// engine.io 3 did for laravel-echo-server (the page and the socket are on
-/// different origins, and polling sends cookies).
+/// The Engine.IO revision of a request that opens a WebSocket directly
+/// (`transport=websocket`, no `sid`: not an upgrade of a polling session),
+/// the lean transport's clients.
+fn direct_websocket(req: &Request<Incoming>) -> Option<crate::socketio::lean::Eio> {
+    if req.method() != Method::GET || !crate::ws::is_upgrade(req) {
+        return None;
+    }
+    let (mut eio, mut websocket) = (None, false);
+    for pair in req.uri().query().unwrap_or("").split('&') {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("EIO", v) => eio = crate::socketio::lean::Eio::from_query(v),
+            ("transport", v) => websocket = v == "websocket",
+            ("sid", _) => return None,
+            _ => {}
+        }
+    }
+    eio.filter(|_| websocket)
+}
+
+/// Opens a lean Engine.IO WebSocket connection (see [`crate::socketio::lean`]).
+fn socketio_websocket(
+    state: &State,
+    frontend: &Arc<crate::socketio::SocketIoFrontend>,
+    mut req: Request<Incoming>,
+    eio: crate::socketio::lean::Eio,
+) -> Response<Body> {
+    let hub = frontend.hub();
+    if !state.ready.load(Ordering::SeqCst) {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
+    }
+    let Some(slot) = hub.try_connect() else {
+        hub.stats.error("over_connection_quota");
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "application is over its connection quota",
+        );
+    };
+    let handshake = match crate::ws::handshake(&mut req, None) {
+        Ok(h) => h,
+        Err(response) => return *response,
+    };
+    let cookie: Option<Arc<str>> = req
+        .headers()
+        .get(hyper::header::COOKIE)
+        .and_then(|c| c.to_str().ok())
+        .map(Into::into);
+    let (frontend, max_message) = (frontend.clone(), state.config.max_message_bytes);
+    state.sessions.spawn(async move {
+        let upgraded = match handshake.upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        match crate::ws::LeanSocket::from_upgraded(upgraded, max_message) {
+            Ok(socket) => crate::socketio::lean::run(socket, frontend, eio, cookie, slot).await,
+            // The listener only accepts TCP (or TLS over TCP) streams.
+            Err(_) => tracing::warn!("upgraded connection is neither TCP nor TLS over TCP"),
+        }
+    });
+    handshake.response
+}
+
+/// Hands a `/socket.io/` request to its transport — a WebSocket opened
+/// directly to the lean transport, the rest (polling, upgrades) to
+/// engineioxide — answering CORS the way engine.io 3 did for
+/// laravel-echo-server (the page and the socket are on different origins,
+/// and polling sends cookies).
 pub(super) async fn socketio(state: &State, req: Request<Incoming>) -> Response<Body> {
-    let Some((hub, service)) = &state.socketio else {
+    let Some((frontend, service)) = &state.socketio else {
         return json_error(
             StatusCode::NOT_FOUND,
             "Socket.IO is not enabled for any app",
         );
     };
+    let hub = frontend.hub();
     // The app that owns the path may since have been disabled or deleted.
     if !hub.app.enabled
         || !state
@@ -151,6 +218,9 @@ pub(super) async fn socketio(state: &State, req: Request<Incoming>) -> Response<
             HeaderValue::from_static("Content-Type"),
         );
         return response;
+    }
+    if let Some(eio) = direct_websocket(&req) {
+        return socketio_websocket(state, frontend, req, eio);
     }
     let mut service = service.clone();
     let response = match tower_service::Service::call(&mut service, req).await {

@@ -21,7 +21,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ServerConfig};
 use crate::core::adapter::Adapter;
-use crate::core::hub::Hub;
 use crate::core::node::Node;
 use crate::limits::{ConnectionLimiter, Guarded, RateLimiter};
 use crate::pusher::fallback::{self, Fallback};
@@ -55,7 +54,7 @@ struct State {
     api_app_rate: RateLimiter<String>,
     ready: AtomicBool,
     /// Echo's `socket.io` connector, for the first app that enables it.
-    socketio: Option<(Arc<Hub>, SocketIoService)>,
+    socketio: Option<(Arc<SocketIoFrontend>, SocketIoService)>,
     /// Custom WebSocket and HTTP routes (the library API).
     custom: custom::mount::Mount,
     /// TLS termination, when a certificate is configured.
@@ -135,13 +134,14 @@ impl Server {
         let server_config = Arc::new(config.server);
         let (shutdown, sessions) = (CancellationToken::new(), TaskTracker::new());
         let socketio = node.hubs().iter().find(|h| h.app.socketio).map(|hub| {
-            let service = SocketIoFrontend::service(
+            let frontend = SocketIoFrontend::new(
                 node.clone(),
                 hub.clone(),
-                &server_config,
+                server_config.clone(),
                 shutdown.clone(),
             );
-            (hub.clone(), service)
+            let service = crate::socketio::engine::service(frontend.clone());
+            (frontend, service)
         });
         let custom = custom::mount::Mount::new(
             routes,

@@ -1,10 +1,16 @@
 //! The Socket.IO packets Laravel Echo's `socket.io` connector exchanges,
 //! for Socket.IO protocol v4 (client 2.x, Engine.IO 3) and v5 (client 4.x,
-//! Engine.IO 4). Engine.IO framing is engineioxide's; this is the layer on
-//! top: `0` connect, `1` disconnect, `2[...]` event, for namespace `/` only.
+//! Engine.IO 4): `0` connect, `1` disconnect, `2[...]` event, for namespace
+//! `/` only.
 //!
-//! An event packet is the same text for both versions, so a broadcast is
-//! encoded once for all Socket.IO recipients, like the Pusher wire.
+//! Outgoing packets are built as the Engine.IO *message* they travel in
+//! (`4` + the Socket.IO packet, e.g. `42["event","channel",{..}]`): that is
+//! the exact text of a WebSocket frame for both Engine.IO 3 and 4, so a
+//! broadcast is encoded once for all Socket.IO recipients, whatever their
+//! version, and the lean WebSocket transport ([`super::lean`]) writes the
+//! shared bytes as they are. The engineioxide transport (polling and
+//! upgrades, [`super::engine`]) frames messages itself and gets the same
+//! bytes without their first one ([`strip_message_type`], no copy).
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -24,11 +30,24 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-/// `2["event","channel",<args...>]` with each arg raw JSON.
+/// The Engine.IO message packet type, in front of every Socket.IO packet.
+pub const MESSAGE: u8 = b'4';
+
+/// A packet built here without its Engine.IO message type (for a transport
+/// that adds it itself). Shares the bytes.
+pub fn strip_message_type(frame: &Bytes) -> Bytes {
+    if frame.first() == Some(&MESSAGE) {
+        frame.slice(1..)
+    } else {
+        frame.clone()
+    }
+}
+
+/// `42["event","channel",<args...>]` with each arg raw JSON.
 pub fn event_packet(event: &str, channel: &str, args: &[&str]) -> Bytes {
     let len: usize = args.iter().map(|a| a.len() + 1).sum();
     let mut out = Vec::with_capacity(len + event.len() + channel.len() + 16);
-    out.extend_from_slice(b"2[");
+    out.extend_from_slice(b"42[");
     push_str(&mut out, event);
     out.push(b',');
     push_str(&mut out, channel);
@@ -96,6 +115,23 @@ pub fn presence_subscribed(channel: &str, members: &[&Member]) -> Bytes {
 /// `subscription_error` with the HTTP status of the refusal.
 pub fn subscription_error(channel: &str, status: u16) -> Bytes {
     event_packet("subscription_error", channel, &[&status.to_string()])
+}
+
+/// `40{"sid":..}`: the namespace `/` is connected (the answer to a
+/// Socket.IO 5 client's connect; Socket.IO 4 clients get a bare `40`).
+pub fn connected(sid: &str) -> Bytes {
+    let mut out = Vec::with_capacity(sid.len() + 12);
+    out.extend_from_slice(b"40{\"sid\":");
+    push_str(&mut out, sid);
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+/// `44/ns,{"message":"Invalid namespace"}`: only `/` is served.
+pub fn invalid_namespace(namespace: &str) -> Bytes {
+    Bytes::from(format!(
+        "44{namespace},{{\"message\":\"Invalid namespace\"}}"
+    ))
 }
 
 /// A packet from a client.
@@ -168,7 +204,7 @@ mod tests {
         );
         assert_eq!(
             text(&encode_event(&from_redis)),
-            r#"2["App\\Events\\OrderShipped","orders",{"id":5}]"#
+            r#"42["App\\Events\\OrderShipped","orders",{"id":5}]"#
         );
         let from_api = Event::message(
             "orders",
@@ -178,12 +214,12 @@ mod tests {
         );
         assert_eq!(
             text(&encode_event(&from_api)),
-            r#"2["X","orders",{"id":5}]"#
+            r#"42["X","orders",{"id":5}]"#
         );
         let plain_string = Event::message("orders", "X", RawJson::string("hello"), None);
         assert_eq!(
             text(&encode_event(&plain_string)),
-            r#"2["X","orders","hello"]"#
+            r#"42["X","orders","hello"]"#
         );
     }
 
@@ -195,16 +231,16 @@ mod tests {
         );
         assert_eq!(
             text(&presence_subscribed("presence-r", &[&m])),
-            r#"2["presence:subscribed","presence-r",[{"user_id":7,"user_info":{"name":"A"}}]]"#
+            r#"42["presence:subscribed","presence-r",[{"user_id":7,"user_info":{"name":"A"}}]]"#
         );
         let joined = Event::new("presence-r", EventKind::MemberAdded(m), None);
         assert_eq!(
             text(&encode_event(&joined)),
-            r#"2["presence:joining","presence-r",{"user_id":7,"user_info":{"name":"A"}}]"#
+            r#"42["presence:joining","presence-r",{"user_id":7,"user_info":{"name":"A"}}]"#
         );
         assert_eq!(
             text(&subscription_error("private-x", 403)),
-            r#"2["subscription_error","private-x",403]"#
+            r#"42["subscription_error","private-x",403]"#
         );
     }
 

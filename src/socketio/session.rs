@@ -1,20 +1,30 @@
-//! One Socket.IO client: Echo's `subscribe`, `unsubscribe` and `client
-//! event`, server-side auth, presence, and the pump that moves the core
-//! outbox into engineioxide's socket.
+//! One Socket.IO client's protocol state, whatever its transport: Echo's
+//! `subscribe`, `unsubscribe` and `client event`, server-side auth,
+//! presence.
 //!
-//! engineioxide calls the handler synchronously and in order for each
-//! socket, so per-socket state is a short mutex; the only asynchronous
-//! work, the auth endpoint call, runs in its own task and completes the
-//! subscription only if the client still wants it.
+//! The transport seam (as the Pusher front-end's `Session` has one): a
+//! transport parses its Engine.IO framing, hands each Socket.IO packet (the
+//! text after the Engine.IO `4`) to [`SocketIoFrontend::handle_packet`], and
+//! sends what is queued on the session's [`Connection`] — every answer,
+//! broadcasts included, goes through that outbox, so a client's packets
+//! leave in one order. Two transports drive it:
+//!
+//! - [`super::lean`]: clients that open a WebSocket directly
+//!   (`transport=websocket`, no `sid`), on the lean WebSocket connection the
+//!   Pusher front-end uses (no buffers while idle, shared frames);
+//! - [`super::engine`]: engineioxide, for long-polling and the
+//!   polling → websocket upgrade.
+//!
+//! A transport keeps the state in a [`SessionCell`] (a short mutex) that it
+//! reaches through a [`Handle`]; the only asynchronous work, the auth
+//! endpoint call and the wait for a cluster route, runs in its own task and
+//! completes the subscription only if the client still wants it then.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use engineioxide::handler::EngineIoHandler;
-use engineioxide::service::{EngineIoService, NotFoundService};
-use engineioxide::{DisconnectReason, ProtocolVersion, Socket, Str};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -31,18 +41,13 @@ use crate::core::interest::{Interest, ROUTE_WAIT};
 use crate::core::node::Node;
 use crate::core::rules::{self, RateLimit};
 
-/// Initial WebSocket read buffer of one Socket.IO connection, in bytes.
-const SIO_WS_READ_BUFFER: usize = 1024;
-
-/// The HTTP service mounted at `/socket.io/`.
-pub type SocketIoService = EngineIoService<SocketIoFrontend, NotFoundService>;
-
-/// The handler shared by every Socket.IO connection of one app.
+/// What one app's Socket.IO clients share: the node, the app's hub and the
+/// server settings they need. One per app, for every transport.
 pub struct SocketIoFrontend {
-    node: Arc<Node>,
-    hub: Arc<Hub>,
-    outbox_limit: usize,
-    shutdown: CancellationToken,
+    pub(crate) node: Arc<Node>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) shutdown: CancellationToken,
 }
 
 impl std::fmt::Debug for SocketIoFrontend {
@@ -58,14 +63,43 @@ struct Subscription {
     member: Option<Box<str>>,
 }
 
-/// Per-socket state (engineioxide requires `Default`).
+/// Where a transport keeps a client's [`Session`]: empty until the client
+/// got past the connection checks, and again once it left.
 #[derive(Default)]
-pub struct SocketState(Mutex<Option<Session>>);
+pub struct SessionCell(Mutex<Option<Session>>);
 
-struct Session {
+impl SessionCell {
+    /// Runs `f` on the session, if there is one.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
+        self.0.lock().as_mut().map(f)
+    }
+
+    pub(crate) fn set(&self, session: Session) {
+        *self.0.lock() = Some(session);
+    }
+
+    fn take(&self) -> Option<Session> {
+        self.0.lock().take()
+    }
+}
+
+/// How the session logic reaches a client's [`SessionCell`] from the tasks
+/// it spawns: a cheap, shareable pointer to it.
+pub trait Handle: Clone + Send + Sync + 'static {
+    fn cell(&self) -> &SessionCell;
+}
+
+impl Handle for Arc<SessionCell> {
+    fn cell(&self) -> &SessionCell {
+        self
+    }
+}
+
+/// The Socket.IO protocol state of one client.
+pub struct Session {
     conn: Arc<Connection>,
     subscriptions: Vec<Subscription>,
-    /// Channels waiting for the auth endpoint.
+    /// Channels waiting for the auth endpoint or their cluster route.
     pending: HashSet<Box<str>>,
     /// Auth calls still running, including those abandoned by an
     /// unsubscribe: they count toward the cap, so sub/unsub loops cannot
@@ -104,85 +138,50 @@ impl Drop for ClientCount {
     }
 }
 
-/// socket.io's words for why a client left, as laravel-echo-server's
-/// devMode prints them (`left channel: x (transport close)`).
-fn leave_reason(reason: &DisconnectReason) -> &'static str {
-    match reason {
-        DisconnectReason::TransportClose => "transport close",
-        DisconnectReason::TransportError => "transport error",
-        DisconnectReason::HeartbeatTimeout => "ping timeout",
-        DisconnectReason::ClosingServer => "server shutting down",
-        DisconnectReason::MultipleHttpPollingError | DisconnectReason::PacketParsingError => {
-            "parse error"
-        }
-    }
+/// What the transport should do after a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    Continue,
+    /// The client disconnected from `/` (`1`): close the transport.
+    Disconnect,
 }
 
-type Sock = Arc<Socket<SocketState>>;
-
 impl SocketIoFrontend {
-    /// Builds the service for `hub`'s app at `/socket.io`.
-    pub fn service(
+    pub fn new(
         node: Arc<Node>,
         hub: Arc<Hub>,
-        config: &ServerConfig,
+        config: Arc<ServerConfig>,
         shutdown: CancellationToken,
-    ) -> SocketIoService {
-        let frontend = SocketIoFrontend {
+    ) -> Arc<Self> {
+        Arc::new(SocketIoFrontend {
             node,
             hub,
-            outbox_limit: config.outbox_limit,
+            config,
             shutdown,
-        };
-        let engine = engineioxide::config::EngineIoConfig::builder()
-            .req_path("/socket.io")
-            .max_payload(config.max_message_bytes as u64)
-            .ws_max_message_size(config.max_message_bytes)
-            // The WebSocket read buffer is allocated per connection up front
-            // (tungstenite's default here is 4 KiB); Echo's messages are a
-            // few hundred bytes and a longer one is read in several steps.
-            .ws_read_buffer_size(SIO_WS_READ_BUFFER)
-            // An abandoned polling session (a tab closed mid-poll) is
-            // dropped once no ping arrived for interval + timeout (45 s),
-            // and at most 128 packets wait for a poll that never comes.
-            .ping_interval(std::time::Duration::from_secs(25))
-            .ping_timeout(std::time::Duration::from_secs(20))
-            .max_buffer_size(128)
-            .build();
-        EngineIoService::with_config(Arc::new(frontend), engine)
+        })
     }
 
-    fn emit(socket: &Sock, frame: Bytes) {
-        // SAFETY: every frame is built by `protocol` from `&str` pieces and
-        // validated JSON text, so it is UTF-8.
-        let text = unsafe { Str::from_bytes_unchecked(frame) };
-        let _ = socket.emit(text);
+    /// The hub of the app this front-end serves.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 
-    /// The socket's session, if it got past the connection checks.
-    fn with_session<R>(socket: &Sock, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
-        socket.data.0.lock().as_mut().map(f)
-    }
-
-    fn open(self: &Arc<Self>, socket: &Sock) {
-        let Some(slot) = self.hub.try_connect() else {
-            self.hub.stats.error("over_connection_quota");
-            socket.close(DisconnectReason::ClosingServer);
-            return;
-        };
+    /// A client's connection (its id is the Engine.IO `sid`, which Echo
+    /// sends back as `X-Socket-ID`) and session, registered with the hub;
+    /// `slot` is its place in the app's quota.
+    pub(crate) fn open_session(
+        &self,
+        sid: &str,
+        cookie: Option<Arc<str>>,
+        slot: ConnectionSlot,
+    ) -> (Arc<Connection>, Session) {
         let conn = Connection::with_id(
-            SocketId::from_raw(socket.id.as_str()),
+            SocketId::from_raw(sid),
             &SOCKETIO_WIRE,
-            self.outbox_limit,
+            self.config.outbox_limit,
         );
         self.hub.connection_opened(&conn);
-        let cookie = socket
-            .req_parts
-            .headers
-            .get(hyper::header::COOKIE)
-            .and_then(|c| c.to_str().ok())
-            .map(Into::into);
-        *socket.data.0.lock() = Some(Session {
+        let session = Session {
             conn: conn.clone(),
             subscriptions: Vec::new(),
             pending: HashSet::new(),
@@ -192,42 +191,65 @@ impl SocketIoFrontend {
             _slot: slot,
             _counted: ClientCount::new(&self.hub),
             _tracked: self.hub.track(&conn),
-        });
-        // The pump: core outbox → engine socket, until either side closes.
-        let (socket, shutdown) = (socket.clone(), self.shutdown.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => {
-                        socket.close(DisconnectReason::ClosingServer);
-                        return;
-                    }
-                    () = conn.ready() => {}
-                }
-                let drained = conn.drain();
-                for frame in drained
-                    .frames
-                    .into_iter()
-                    .filter(|f| !f.data.is_empty() && !f.binary)
-                {
-                    // SAFETY: as in `emit`.
-                    if socket
-                        .emit(unsafe { Str::from_bytes_unchecked(frame.data) })
-                        .is_err()
-                    {
-                        socket.close(DisconnectReason::ClosingServer);
-                        return;
-                    }
-                }
-                if drained.close.is_some() {
-                    socket.close(DisconnectReason::ClosingServer);
-                    return;
-                }
-            }
-        });
+        };
+        (conn, session)
     }
 
-    fn subscribe(self: &Arc<Self>, socket: &Sock, arg: Option<&RawValue>) {
+    /// Ends a client's session: leaves its channels (logged with `reason`,
+    /// socket.io's words, as laravel-echo-server's devMode prints them) and
+    /// releases its connection slot.
+    pub(crate) fn close_session<H: Handle>(&self, handle: &H, reason: &str) {
+        let Some(mut session) = handle.cell().take() else {
+            return;
+        };
+        for sub in std::mem::take(&mut session.subscriptions) {
+            self.leave(&session.conn, &sub, &[]);
+            tracing::debug!(
+                "{} left channel: {} ({reason})",
+                session.conn.socket_id,
+                sub.channel
+            );
+        }
+        session.conn.terminate(1000, "disconnected");
+        self.hub.connection_closed(&session.conn);
+        // Dropping `session` releases its connection slot.
+    }
+
+    /// Queues `frame` for the client.
+    fn reply<H: Handle>(handle: &H, frame: Bytes) {
+        handle.cell().with(|s| s.conn.send(frame));
+    }
+
+    /// Handles one Socket.IO packet (the text of an Engine.IO message,
+    /// after its `4`).
+    pub(crate) fn handle_packet<H: Handle>(self: &Arc<Self>, handle: &H, text: &str) -> After {
+        self.hub.stats.received(text.len());
+        match wire::parse(text) {
+            Ok(Packet::Connect { namespace: "/" }) => {
+                handle
+                    .cell()
+                    .with(|s| s.conn.send(wire::connected(s.conn.socket_id.as_str())));
+            }
+            Ok(Packet::Connect { namespace }) => {
+                Self::reply(handle, wire::invalid_namespace(namespace));
+            }
+            Ok(Packet::Disconnect) => return After::Disconnect,
+            Ok(Packet::Event { name, arg }) => match name.as_str() {
+                "subscribe" => self.subscribe(handle, arg),
+                "unsubscribe" => self.unsubscribe(handle, arg),
+                "client event" => self.client_event(handle, arg),
+                _ => self.hub.stats.error("unknown_event"),
+            },
+            Ok(Packet::Other) => {}
+            Err(problem) => {
+                tracing::debug!(problem, "bad Socket.IO packet");
+                self.hub.stats.error("bad_packet");
+            }
+        }
+        After::Continue
+    }
+
+    fn subscribe<H: Handle>(self: &Arc<Self>, handle: &H, arg: Option<&RawValue>) {
         #[derive(Deserialize)]
         struct Subscribe {
             channel: String,
@@ -246,16 +268,15 @@ impl SocketIoFrontend {
         let channel = data.channel;
         let spec = match ChannelSpec::parse(&channel) {
             Ok(spec) => spec,
-            Err(_) => return Self::emit(socket, wire::subscription_error(&channel, 400)),
+            Err(_) => return Self::reply(handle, wire::subscription_error(&channel, 400)),
         };
-        let (already, held, cookie, socket_id) = match Self::with_session(socket, |s| {
+        let Some((already, held, cookie, socket_id)) = handle.cell().with(|s| {
             let already = s.subscriptions.iter().any(|x| *x.channel == *channel)
                 || s.pending.contains(channel.as_str());
             let held = s.subscriptions.len() + s.pending.len().max(s.in_flight);
             (already, held, s.cookie.clone(), s.conn.socket_id.clone())
-        }) {
-            Some(v) => v,
-            None => return,
+        }) else {
+            return;
         };
         if already {
             return; // subscribed, or its auth call is in flight: no second call
@@ -263,23 +284,23 @@ impl SocketIoFrontend {
         if let Some(problem) = rules::subscription_limit_refusal(&self.hub.app, held) {
             tracing::debug!(channel, problem, "Socket.IO subscription refused");
             self.hub.stats.error("subscription_refused");
-            return Self::emit(
-                socket,
+            return Self::reply(
+                handle,
                 wire::subscription_error(&channel, rules::SUBSCRIPTION_LIMIT_STATUS),
             );
         }
         match spec.kind {
             ChannelKind::ServerToUser => {
-                Self::emit(socket, wire::subscription_error(&channel, 403))
+                Self::reply(handle, wire::subscription_error(&channel, 403))
             }
-            ChannelKind::Public => self.join(socket, &spec, None),
+            ChannelKind::Public => self.join(handle, &spec, None),
             _ => {
                 let Some(endpoint) = self.hub.app.auth_endpoint.clone() else {
                     tracing::warn!(
                         channel,
                         "a Socket.IO client asked for a private channel but the app has no auth_endpoint"
                     );
-                    return Self::emit(socket, wire::subscription_error(&channel, 403));
+                    return Self::reply(handle, wire::subscription_error(&channel, 403));
                 };
                 let headers: Vec<(String, String)> = data
                     .auth
@@ -292,13 +313,13 @@ impl SocketIoFrontend {
                         _ => None,
                     })
                     .collect();
-                Self::with_session(socket, |s| {
+                handle.cell().with(|s| {
                     s.in_flight += 1;
                     s.pending.insert(channel.as_str().into())
                 });
-                let (this, socket, timeout) = (
+                let (this, handle, timeout) = (
                     self.clone(),
-                    socket.clone(),
+                    handle.clone(),
                     Duration::from_secs(self.hub.app.auth_timeout),
                 );
                 tokio::spawn(async move {
@@ -311,11 +332,13 @@ impl SocketIoFrontend {
                         timeout,
                     })
                     .await;
-                    let still_wanted = Self::with_session(&socket, |s| {
-                        s.in_flight = s.in_flight.saturating_sub(1);
-                        s.pending.remove(channel.as_str())
-                    })
-                    .unwrap_or(false);
+                    let still_wanted = handle
+                        .cell()
+                        .with(|s| {
+                            s.in_flight = s.in_flight.saturating_sub(1);
+                            s.pending.remove(channel.as_str())
+                        })
+                        .unwrap_or(false);
                     if !still_wanted {
                         return;
                     }
@@ -324,19 +347,18 @@ impl SocketIoFrontend {
                     };
                     match verdict {
                         Verdict::Allowed { channel_data } => {
-                            tracing::debug!("{} authenticated for: {channel}", socket.id);
-                            this.join(&socket, &spec, channel_data.as_deref())
+                            tracing::debug!("{socket_id} authenticated for: {channel}");
+                            this.join(&handle, &spec, channel_data.as_deref())
                         }
                         Verdict::Refused { status, reason } => {
                             tracing::debug!(
                                 channel,
                                 status,
                                 reason,
-                                "{} could not be authenticated to {channel}",
-                                socket.id
+                                "{socket_id} could not be authenticated to {channel}"
                             );
                             this.hub.stats.error("subscription_refused");
-                            Self::emit(&socket, wire::subscription_error(&channel, status));
+                            Self::reply(&handle, wire::subscription_error(&channel, status));
                         }
                     }
                 });
@@ -344,7 +366,12 @@ impl SocketIoFrontend {
         }
     }
 
-    fn join(self: &Arc<Self>, socket: &Sock, spec: &ChannelSpec<'_>, channel_data: Option<&str>) {
+    fn join<H: Handle>(
+        self: &Arc<Self>,
+        handle: &H,
+        spec: &ChannelSpec<'_>,
+        channel_data: Option<&str>,
+    ) {
         let channel = spec.name;
         let member = if spec.is_presence() {
             match rules::presence_member(channel_data, self.hub.app.max_presence_member_bytes) {
@@ -355,7 +382,7 @@ impl SocketIoFrontend {
                         problem,
                         "the auth endpoint's channel_data is unusable"
                     );
-                    return Self::emit(socket, wire::subscription_error(channel, 500));
+                    return Self::reply(handle, wire::subscription_error(channel, 500));
                 }
             }
         } else {
@@ -365,22 +392,22 @@ impl SocketIoFrontend {
         // events from every node (at once, unless it is new here).
         let interest = self.hub.interest(channel);
         if !interest.is_routed() {
-            return self.await_route(socket, channel, member, interest);
+            return self.await_route(handle, channel, member, interest);
         }
-        self.join_routed(socket, spec, member);
+        self.join_routed(handle, spec, member);
     }
 
     /// Joins once the channel's route is up (bounded by `ROUTE_WAIT`), if
     /// the client still wants it then; `interest` is held meanwhile.
-    fn await_route(
+    fn await_route<H: Handle>(
         self: &Arc<Self>,
-        socket: &Sock,
+        handle: &H,
         channel: &str,
         member: Option<Member>,
         interest: Interest,
     ) {
-        Self::with_session(socket, |s| s.pending.insert(channel.into()));
-        let (this, socket, channel) = (self.clone(), socket.clone(), channel.to_string());
+        handle.cell().with(|s| s.pending.insert(channel.into()));
+        let (this, handle, channel) = (self.clone(), handle.clone(), channel.to_string());
         tokio::spawn(async move {
             if !interest.routed(ROUTE_WAIT).await {
                 tracing::warn!(
@@ -388,48 +415,48 @@ impl SocketIoFrontend {
                     "the cluster took too long to route a channel; joining anyway"
                 );
             }
-            let still_wanted = Self::with_session(&socket, |s| s.pending.remove(channel.as_str()))
+            let still_wanted = handle
+                .cell()
+                .with(|s| s.pending.remove(channel.as_str()))
                 .unwrap_or(false);
             if let (true, Ok(spec)) = (still_wanted, ChannelSpec::parse(&channel)) {
-                this.join_routed(&socket, &spec, member);
+                this.join_routed(&handle, &spec, member);
             }
             drop(interest);
         });
     }
 
-    fn join_routed(&self, socket: &Sock, spec: &ChannelSpec<'_>, member: Option<Member>) {
+    fn join_routed<H: Handle>(&self, handle: &H, spec: &ChannelSpec<'_>, member: Option<Member>) {
         let channel = spec.name;
-        let mut guard = socket.data.0.lock();
-        let Some(session) = guard.as_mut() else {
-            return;
-        };
-        let member_key = member.as_ref().map(|m| m.key.clone());
-        let conn = &session.conn;
-        let joined = self.hub.subscribe(conn, spec, member, |joined| {
-            if let Some(members) = joined.members.as_deref() {
-                conn.send(wire::presence_subscribed(channel, members));
+        handle.cell().with(|session| {
+            let member_key = member.as_ref().map(|m| m.key.clone());
+            let conn = &session.conn;
+            let joined = self.hub.subscribe(conn, spec, member, |joined| {
+                if let Some(members) = joined.members.as_deref() {
+                    conn.send(wire::presence_subscribed(channel, members));
+                }
+            });
+            if let Err(JoinError::PresenceFull(_)) = joined {
+                conn.send(wire::subscription_error(channel, 403));
+                return;
             }
+            if let Some(key) = &member_key {
+                self.hub.add_user_connection(key, conn);
+            }
+            if spec.cached
+                && let Some(event) = self.hub.cached(channel)
+            {
+                conn.send_event(&event);
+            }
+            session.subscriptions.push(Subscription {
+                channel: channel.into(),
+                member: member_key,
+            });
+            tracing::debug!("{} joined channel: {channel}", conn.socket_id);
         });
-        if let Err(JoinError::PresenceFull(_)) = joined {
-            drop(guard);
-            return Self::emit(socket, wire::subscription_error(channel, 403));
-        }
-        if let Some(key) = &member_key {
-            self.hub.add_user_connection(key, conn);
-        }
-        if spec.cached
-            && let Some(event) = self.hub.cached(channel)
-        {
-            conn.send(event.encoded(&SOCKETIO_WIRE));
-        }
-        session.subscriptions.push(Subscription {
-            channel: channel.into(),
-            member: member_key,
-        });
-        tracing::debug!("{} joined channel: {channel}", socket.id);
     }
 
-    fn unsubscribe(&self, socket: &Sock, arg: Option<&RawValue>) {
+    fn unsubscribe<H: Handle>(&self, handle: &H, arg: Option<&RawValue>) {
         #[derive(Deserialize)]
         struct Unsubscribe {
             channel: String,
@@ -437,20 +464,22 @@ impl SocketIoFrontend {
         let Some(Ok(data)) = arg.map(|a| serde_json::from_str::<Unsubscribe>(a.get())) else {
             return;
         };
-        let mut guard = socket.data.0.lock();
-        let Some(session) = guard.as_mut() else {
-            return;
-        };
-        session.pending.remove(data.channel.as_str());
-        if let Some(pos) = session
-            .subscriptions
-            .iter()
-            .position(|s| *s.channel == *data.channel)
-        {
-            let sub = session.subscriptions.swap_remove(pos);
-            self.leave(&session.conn, &sub, &session.subscriptions);
-            tracing::debug!("{} left channel: {} (unsubscribed)", socket.id, sub.channel);
-        }
+        handle.cell().with(|session| {
+            session.pending.remove(data.channel.as_str());
+            if let Some(pos) = session
+                .subscriptions
+                .iter()
+                .position(|s| *s.channel == *data.channel)
+            {
+                let sub = session.subscriptions.swap_remove(pos);
+                self.leave(&session.conn, &sub, &session.subscriptions);
+                tracing::debug!(
+                    "{} left channel: {} (unsubscribed)",
+                    session.conn.socket_id,
+                    sub.channel
+                );
+            }
+        });
     }
 
     fn leave(&self, conn: &Arc<Connection>, sub: &Subscription, remaining: &[Subscription]) {
@@ -463,7 +492,7 @@ impl SocketIoFrontend {
         }
     }
 
-    fn client_event(&self, socket: &Sock, arg: Option<&RawValue>) {
+    fn client_event<H: Handle>(&self, handle: &H, arg: Option<&RawValue>) {
         #[derive(Deserialize)]
         struct ClientEvent<'a> {
             channel: Option<String>,
@@ -478,29 +507,27 @@ impl SocketIoFrontend {
             return;
         };
         let data = msg.data.map_or("null", |d| d.get());
-        let mut guard = socket.data.0.lock();
-        let Some(session) = guard.as_mut() else {
-            return;
-        };
         let channel = msg.channel.as_deref();
-        let sub = channel.and_then(|c| session.subscriptions.iter().find(|s| &*s.channel == c));
-        // As laravel-echo-server does, refused whispers are dropped silently:
-        // the Socket.IO protocol has no error event for them.
-        if rules::client_event_refusal(&self.hub.app, channel, sub.is_some(), data.len()).is_some()
-        {
-            self.hub.stats.error("client_event_refused");
-            return;
-        }
-        let (Some(channel), Some(sub)) = (channel, sub) else {
+        let checked = handle.cell().with(|session| {
+            let sub = channel.and_then(|c| session.subscriptions.iter().find(|s| &*s.channel == c));
+            // As laravel-echo-server does, refused whispers are dropped
+            // silently: the Socket.IO protocol has no error event for them.
+            if rules::client_event_refusal(&self.hub.app, channel, sub.is_some(), data.len())
+                .is_some()
+            {
+                self.hub.stats.error("client_event_refused");
+                return None;
+            }
+            let user_id = sub?.member.clone();
+            if !session.rate.allow(self.hub.app.client_event_rate) {
+                self.hub.stats.error("client_event_rate_limited");
+                return None;
+            }
+            Some((user_id, session.conn.socket_id.clone()))
+        });
+        let (Some(Some((user_id, socket_id))), Some(channel)) = (checked, channel) else {
             return;
         };
-        let user_id = sub.member.clone();
-        if !session.rate.allow(self.hub.app.client_event_rate) {
-            self.hub.stats.error("client_event_rate_limited");
-            return;
-        }
-        let exclude = Some(session.conn.socket_id.clone());
-        drop(guard);
         let event = Event::new(
             channel,
             EventKind::Message {
@@ -508,69 +535,8 @@ impl SocketIoFrontend {
                 data: RawJson::from_validated(data),
                 user_id,
             },
-            exclude,
+            Some(socket_id),
         );
         crate::client_event_hook::relay(&self.node, &self.hub, event, None);
-    }
-}
-
-impl EngineIoHandler for SocketIoFrontend {
-    type Data = SocketState;
-
-    fn on_connect(self: Arc<Self>, socket: Sock) {
-        self.open(&socket);
-        // Socket.IO v4 (Engine.IO 3) clients are connected to `/` at once;
-        // v5 clients send a CONNECT packet first (answered in on_message).
-        if socket.protocol == ProtocolVersion::V3 {
-            let _ = socket.emit("0");
-        }
-    }
-
-    fn on_disconnect(&self, socket: Sock, reason: DisconnectReason) {
-        let Some(mut session) = socket.data.0.lock().take() else {
-            return;
-        };
-        for sub in std::mem::take(&mut session.subscriptions) {
-            self.leave(&session.conn, &sub, &[]);
-            tracing::debug!(
-                "{} left channel: {} ({})",
-                socket.id,
-                sub.channel,
-                leave_reason(&reason)
-            );
-        }
-        session.conn.terminate(1000, "disconnected");
-        self.hub.connection_closed(&session.conn);
-        // Dropping `session` releases its connection slot.
-    }
-
-    fn on_message(self: &Arc<Self>, msg: Str, socket: Sock) {
-        self.hub.stats.received(msg.len());
-        match wire::parse(&msg) {
-            Ok(Packet::Connect { namespace: "/" }) => {
-                let _ = socket.emit(format!("0{{\"sid\":\"{}\"}}", socket.id));
-            }
-            Ok(Packet::Connect { namespace }) => {
-                let _ = socket.emit(format!(
-                    "4{namespace},{{\"message\":\"Invalid namespace\"}}"
-                ));
-            }
-            Ok(Packet::Disconnect) => socket.close(DisconnectReason::TransportClose),
-            Ok(Packet::Event { name, arg }) => match name.as_str() {
-                "subscribe" => self.subscribe(&socket, arg),
-                "unsubscribe" => self.unsubscribe(&socket, arg),
-                "client event" => self.client_event(&socket, arg),
-                _ => self.hub.stats.error("unknown_event"),
-            },
-            Ok(Packet::Other) => {}
-            Err(problem) => {
-                tracing::debug!(problem, "bad Socket.IO packet");
-                self.hub.stats.error("bad_packet");
-            }
-        }
-    }
-
-    fn on_binary(self: &Arc<Self>, _data: Bytes, _socket: Sock) {
-        self.hub.stats.error("binary_frame");
     }
 }
