@@ -314,6 +314,41 @@ async fn write_outbox(socket: &mut LeanSocket, conn: &Connection, timeout: Durat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::adapter::LocalAdapter;
+    use crate::core::app::AppConfig;
+    use crate::core::node::Node;
+    use tokio_util::sync::CancellationToken;
+
+    /// Every idle connection holds one of these futures: keep it small
+    /// (the Pusher session's is held to the same bound).
+    #[tokio::test]
+    async fn connection_future_is_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let node = Node::new(vec![AppConfig::default()], Arc::new(LocalAdapter));
+        let hub = node.hubs()[0].clone();
+        let slot = hub.try_connect().unwrap();
+        let frontend = SocketIoFrontend::new(
+            node,
+            hub,
+            Arc::new(ServerConfig::default()),
+            CancellationToken::new(),
+        );
+        let future = run(
+            LeanSocket::new(stream, &[], 1024),
+            frontend,
+            Eio::V4,
+            None,
+            slot,
+        );
+        let size = std::mem::size_of_val(&future);
+        eprintln!("Socket.IO connection future: {size} bytes");
+        // 792 bytes in a debug build when this test was written.
+        assert!(size <= 2048, "Socket.IO connection future is {size} bytes");
+    }
 
     #[test]
     fn open_packets() {
