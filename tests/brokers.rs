@@ -59,6 +59,16 @@ mod tempdir {
     }
 }
 
+/// A free port whose cluster bus port (+10000) is free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
 async fn wait_for(what: &str, mut ready: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ready().await {
@@ -106,7 +116,7 @@ async fn start_redis() -> (Procs, String) {
 
 async fn start_redis_cluster() -> (Procs, String) {
     let dir = tempdir::Dir::new("cluster");
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| free_cluster_port()).collect();
     let children = ports
         .iter()
         .map(|p| redis_server(*p, &dir.0, true))
@@ -196,7 +206,11 @@ async fn contract(kind: &str, url: &str) {
     // Pub/sub, with a channel name that has dots and wildcard characters.
     let cluster = format!("{prefix}#cluster");
     let odd = format!("{prefix}#ch#app.1#private-room.*.>");
-    let (mut sink, mut messages) = b.subscriber(vec![cluster.clone()]).await.unwrap();
+    let reply = format!("{prefix}#reply#node-b");
+    let (mut sink, mut messages) = b
+        .subscriber(vec![cluster.clone(), reply.clone()])
+        .await
+        .unwrap();
     sink.subscribe(&[odd.as_str()]).await.unwrap();
     a.write(&[publish(&cluster, "c1"), publish(&odd, "o1")])
         .await
@@ -307,6 +321,42 @@ async fn contract(kind: &str, url: &str) {
 async fn redis_broker_keeps_the_contract() {
     let (_redis, url) = start_redis().await;
     contract("redis", &url).await;
+}
+
+/// A master and a Sentinel watching it (`redis-server --sentinel`): the
+/// broker finds the master through the Sentinel.
+#[tokio::test]
+async fn redis_broker_through_sentinel_keeps_the_contract() {
+    let (mut master, url) = start_redis().await;
+    let master_port = url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let port = free_port();
+    let conf = master.1.0.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n"
+        ),
+    )
+    .unwrap();
+    let sentinel = Command::new("redis-server")
+        .arg(&conf)
+        .arg("--sentinel")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server --sentinel");
+    master.0.push(sentinel);
+    let sentinel_url = format!("redis://127.0.0.1:{port}/");
+    wait_for("the Sentinel", async || redis_ping(&sentinel_url).await).await;
+    contract(
+        "redis",
+        &format!("redis+sentinel://127.0.0.1:{port}/mymaster"),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -220,10 +220,28 @@ impl NatsBroker {
         for write in batch {
             match write {
                 Write::Publish { channel, payload } => {
-                    stores
+                    let published = stores
                         .client
                         .publish(subject(channel), payload.clone())
-                        .await?;
+                        .await;
+                    match published {
+                        Ok(()) => {}
+                        // Too big for this server's max_payload: this one
+                        // message is lost, not the batch (a retry would
+                        // repeat what was sent).
+                        Err(e)
+                            if e.kind()
+                                == async_nats::client::PublishErrorKind::MaxPayloadExceeded =>
+                        {
+                            tracing::warn!(
+                                channel,
+                                bytes = payload.len(),
+                                max_payload = stores.client.server_info().max_payload,
+                                "a cluster message exceeds NATS's max_payload and was dropped; raise max_payload in nats-server"
+                            );
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 }
                 Write::SetMember { field, value } => {
                     let (store, key) = (&stores.presence, self.share_key(&self.node, field));

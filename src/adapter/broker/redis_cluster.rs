@@ -157,12 +157,45 @@ fn slot(key: &[u8]) -> u16 {
 
 struct ClusterSubscriptions(ClusterConnection);
 
+/// Names grouped by slot: `SSUBSCRIBE` takes one slot's channels at a time.
+fn by_slot<'a>(names: &[&'a str]) -> Vec<Vec<&'a str>> {
+    let mut groups: Vec<(u16, Vec<&'a str>)> = Vec::new();
+    for name in names {
+        let s = slot(name.as_bytes());
+        match groups.iter_mut().find(|(g, _)| *g == s) {
+            Some((_, group)) => group.push(name),
+            None => groups.push((s, vec![name])),
+        }
+    }
+    groups.into_iter().map(|(_, group)| group).collect()
+}
+
+impl ClusterSubscriptions {
+    /// (Un)subscribes every slot's group, the groups concurrently.
+    async fn apply(&self, names: &[&str], subscribe: bool) -> BrokerResult<()> {
+        let calls = by_slot(names).into_iter().map(|group| {
+            let mut conn = self.0.clone();
+            async move {
+                if subscribe {
+                    conn.ssubscribe(&group).await
+                } else {
+                    conn.sunsubscribe(&group).await
+                }
+            }
+        });
+        for result in join_all(calls).await {
+            result?;
+        }
+        Ok(())
+    }
+}
+
 impl Subscriptions for ClusterSubscriptions {
     fn subscribe<'a>(&'a mut self, names: &'a [&'a str]) -> BoxFuture<'a, BrokerResult<()>> {
-        Box::pin(async move { Ok(self.0.ssubscribe(names).await?) })
+        Box::pin(self.apply(names, true))
     }
     fn unsubscribe<'a>(&'a mut self, names: &'a [&'a str]) -> BoxFuture<'a, BrokerResult<()>> {
-        Box::pin(async move { Ok(self.0.sunsubscribe(names).await?) })
+        Box::pin(self.apply(names, false))
     }
 }
 
@@ -195,10 +228,12 @@ impl Broker for RedisClusterBroker {
                 .use_protocol(redis::ProtocolVersion::RESP3)
                 .push_sender(tx)
                 .build()?;
-            let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_connection())
+            let conn = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_connection())
                 .await
                 .map_err(|_| "connecting to the Redis Cluster timed out")??;
-            conn.ssubscribe(&fixed).await?;
+            let subscriptions = ClusterSubscriptions(conn);
+            let names: Vec<&str> = fixed.iter().map(String::as_str).collect();
+            subscriptions.apply(&names, true).await?;
             let messages = tokio_stream_from(rx)
                 .take_while(|push| std::future::ready(push.kind != PushKind::Disconnection))
                 .filter_map(|push| {
@@ -208,7 +243,7 @@ impl Broker for RedisClusterBroker {
                     })
                 });
             Ok((
-                Box::new(ClusterSubscriptions(conn)) as Box<dyn Subscriptions>,
+                Box::new(subscriptions) as Box<dyn Subscriptions>,
                 Box::pin(messages) as Messages,
             ))
         })
