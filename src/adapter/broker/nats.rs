@@ -372,15 +372,32 @@ impl NatsSubscriptions {
     }
 }
 
+impl NatsSubscriptions {
+    /// Waits until the server has processed what this connection sent so
+    /// far (the SUBs): NATS does not acknowledge a SUB, and the client's
+    /// `flush` only empties its own buffer, so a request to a subject
+    /// nobody serves makes the round trip — the server answers "no
+    /// responders" after handling everything before it.
+    async fn acknowledged(&self) -> BrokerResult<()> {
+        let probe = format!(
+            "_RESONANCE.ack.{}",
+            self.client.new_inbox().replace('.', "-")
+        );
+        match self.client.request(probe, Bytes::new()).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 impl Subscriptions for NatsSubscriptions {
     fn subscribe<'a>(&'a mut self, names: &'a [&'a str]) -> BoxFuture<'a, BrokerResult<()>> {
         Box::pin(async move {
             for name in names {
                 self.add(name).await?;
             }
-            // The server has processed the SUBs once it answers a PING.
-            self.client.flush().await?;
-            Ok(())
+            self.acknowledged().await
         })
     }
     fn unsubscribe<'a>(&'a mut self, names: &'a [&'a str]) -> BoxFuture<'a, BrokerResult<()>> {

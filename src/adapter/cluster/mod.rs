@@ -476,6 +476,13 @@ impl ClusterAdapter {
         let cutoff = now.saturating_sub(self.settings.node_timeout.as_millis() as u64);
         let (alive, dead) = self.broker.nodes(cutoff).await?;
         let alive_set: HashSet<&String> = alive.iter().collect();
+        {
+            let mut seen = self.last_seen.lock();
+            let at = Instant::now();
+            for node in alive.iter().filter(|n| **n != self.id) {
+                seen.insert(node.clone(), at);
+            }
+        }
         let replica_nodes: HashSet<String> = self.replica_nodes().into_iter().collect();
         let owners: Vec<String> = self
             .settler
@@ -484,11 +491,26 @@ impl ClusterAdapter {
             .into_iter()
             .map(String::from)
             .collect();
+        // A node registered with a stale heartbeat is dead. A node we know
+        // of that is not registered at all (the broker restarted and it has
+        // not re-registered yet) is dead only once unseen for node_timeout:
+        // after a broker restart the nodes come back one by one.
+        let unseen = |n: &String| {
+            self.last_seen
+                .lock()
+                .get(n)
+                .is_none_or(|at| at.elapsed() >= self.settings.node_timeout)
+        };
         let mut gone: Vec<String> = dead
             .iter()
             .cloned()
-            .chain(replica_nodes.iter().cloned())
-            .chain(owners)
+            .chain(
+                replica_nodes
+                    .iter()
+                    .cloned()
+                    .chain(owners)
+                    .filter(|n| unseen(n)),
+            )
             .filter(|n| *n != self.id && !alive_set.contains(n))
             .collect();
         gone.sort();
