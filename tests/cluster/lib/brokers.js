@@ -23,6 +23,8 @@ export const ENGINES = ['redis', 'redis-cluster', 'nats'];
 /** The engine under test (env CLUSTER_ENGINE). */
 export const ENGINE = process.env.CLUSTER_ENGINE || 'redis';
 if (!ENGINES.includes(ENGINE)) throw new Error(`CLUSTER_ENGINE=${ENGINE}: expected one of ${ENGINES.join(', ')}`);
+/** The broker's name in test titles and messages. */
+export const BROKER_NAME = { redis: 'Redis', 'redis-cluster': 'Redis Cluster', nats: 'NATS' }[ENGINE];
 
 const NATS_SERVER = process.env.NATS_SERVER || (fs.existsSync('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : 'nats-server');
 

@@ -55,9 +55,9 @@ import {
   withRetries,
   withTimeout,
 } from '../../common/harness-core.js';
-import { ENGINE, skipNote, startBroker } from './brokers.js';
+import { BROKER_NAME, ENGINE, skipNote, startBroker } from './brokers.js';
 
-export { ENGINE, skipNote };
+export { BROKER_NAME, ENGINE, skipNote };
 
 export { BIN, DEFAULT_WAIT_MS, REPO_ROOT, freePort, hmacHex, md5Hex, signApiRequest, signChannel, signUser, sleep, uid, waitUntil, withTimeout };
 
