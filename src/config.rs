@@ -121,10 +121,17 @@ pub struct ApiCors {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// `local` (one node) or `redis` (several nodes sharing one Redis).
+    /// `local` (one node), or the broker several nodes share: `redis` (one
+    /// Redis, or Sentinels with `redis+sentinel://`), `redis-cluster` (a
+    /// Redis Cluster, sharded pub/sub) or `nats`.
     pub adapter: String,
-    /// The cluster's Redis (`redis://...`), required with `adapter = "redis"`.
+    /// The cluster's Redis (`redis://...`), required with `adapter =
+    /// "redis"`; with `redis-cluster`, a comma list of seed nodes.
     pub redis_url: Option<String>,
+    /// The cluster's NATS (`nats://host:port`), required with `adapter =
+    /// "nats"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_url: Option<String>,
     /// Prefix of the cluster's Redis channels and keys, so that several
     /// clusters can share one Redis.
     pub prefix: String,
@@ -139,11 +146,24 @@ pub struct ClusterConfig {
     pub routing: String,
 }
 
+impl ClusterConfig {
+    /// The broker's URL when the adapter is a cluster one (`None` for
+    /// `local`).
+    pub fn broker_url(&self) -> Option<&str> {
+        match self.adapter.as_str() {
+            "redis" | "redis-cluster" => self.redis_url.as_deref(),
+            "nats" => self.nats_url.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             adapter: "local".into(),
             redis_url: None,
+            nats_url: None,
             prefix: "resonance".into(),
             node_timeout: 10,
             query_timeout_ms: 2000,
@@ -308,8 +328,11 @@ impl Config {
         set(env, "RESONANCE_NODE_TIMEOUT", &mut c.node_timeout)?;
         set(env, "RESONANCE_QUERY_TIMEOUT", &mut c.query_timeout_ms)?;
         set(env, "RESONANCE_CLUSTER_ROUTING", &mut c.routing)?;
-        if c.adapter == "redis" && c.redis_url.is_none() {
+        if matches!(c.adapter.as_str(), "redis" | "redis-cluster") && c.redis_url.is_none() {
             c.redis_url = env("RESONANCE_REDIS_URL").filter(|u| !u.is_empty());
+        }
+        if let Some(url) = env("RESONANCE_NATS_URL").filter(|u| !u.is_empty()) {
+            c.nats_url = Some(url);
         }
         if let Some(path) = env("RESONANCE_ECHO_PATH") {
             let path = path.trim();
@@ -483,19 +506,41 @@ impl Config {
             );
         }
         let c = &self.cluster;
+        let redis_scheme = |u: &str| u.starts_with("redis://") || u.starts_with("rediss://");
         match c.adapter.as_str() {
             "local" => {}
             "redis"
-                if c.redis_url
-                    .as_deref()
-                    .is_some_and(|u| u.starts_with("redis://") || u.starts_with("rediss://")) => {}
+                if c.redis_url.as_deref().is_some_and(|u| {
+                    redis_scheme(u) || u.starts_with("redis+sentinel://") && u[17..].contains('/')
+                }) => {}
             "redis" => return Err(
-                "cluster.redis_url: adapter \"redis\" needs a redis:// URL (RESONANCE_REDIS_URL)"
+                "cluster.redis_url: adapter \"redis\" needs a redis:// URL, or redis+sentinel://host:port,host:port/service (RESONANCE_REDIS_URL)"
                     .into(),
             ),
+            "redis-cluster"
+                if c.redis_url.as_deref().is_some_and(|u| {
+                    let seeds = crate::adapter::broker::url_list(u);
+                    !seeds.is_empty() && seeds.iter().all(|s| redis_scheme(s))
+                }) => {}
+            "redis-cluster" => return Err(
+                "cluster.redis_url: adapter \"redis-cluster\" needs seed nodes, redis://host:port,redis://host:port (RESONANCE_REDIS_URL)"
+                    .into(),
+            ),
+            "nats"
+                if c.nats_url.as_deref().is_some_and(|u| {
+                    crate::adapter::broker::url_list(u)
+                        .iter()
+                        .all(|s| s.starts_with("nats://") || s.starts_with("tls://"))
+                }) => {}
+            "nats" => {
+                return Err(
+                    "cluster.nats_url: adapter \"nats\" needs a nats://host:port URL (RESONANCE_NATS_URL)"
+                        .into(),
+                );
+            }
             other => {
                 return Err(format!(
-                    "cluster.adapter: {other:?} is not an adapter; use \"local\" or \"redis\""
+                    "cluster.adapter: {other:?} is not an adapter; use \"local\", \"redis\", \"redis-cluster\" or \"nats\""
                 ));
             }
         }

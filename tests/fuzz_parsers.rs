@@ -391,7 +391,7 @@ fn redis_ingestion_messages_never_panic() {
 
 #[test]
 fn cluster_messages_never_panic() {
-    use resonance::adapter::redis::message::{
+    use resonance::adapter::cluster::message::{
         Message, member_of, parse_stored_member, split_presence_field,
     };
     fuzz("cluster", 7, |input| {

@@ -2,7 +2,7 @@
 //! node and is reached from another (pusher-js's HTTP fallback sessions:
 //! a request that lands on a node that does not hold its session is
 //! forwarded to the one that does). The core defines the seam; the Redis
-//! engine implements it ([`crate::adapter::redis::link`]).
+//! engine implements it ([`crate::adapter::broker::link`]).
 
 use bytes::Bytes;
 use tokio::sync::mpsc;

@@ -184,9 +184,11 @@ impl Builder {
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         routes.ws.extend(self.routes.ws);
         routes.http.extend(self.routes.http);
-        let adapter = self
-            .adapter
-            .unwrap_or_else(|| crate::adapter::from_config(&self.config.cluster));
+        let adapter = match self.adapter {
+            Some(adapter) => adapter,
+            None => crate::adapter::from_config(&self.config.cluster)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        };
         Server::bind_routes(self.config, adapter, routes).await
     }
 }

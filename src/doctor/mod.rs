@@ -115,10 +115,14 @@ pub async fn check(config: &Config, env: &Environment) -> Vec<Finding> {
     }
     out.push(file_descriptors(config, env));
     out.extend(exposure(config));
-    if let Some(url) = &config.cluster.redis_url
-        && config.cluster.adapter == "redis"
-    {
-        out.push(redis_reachable(url, "cluster.redis_url").await);
+    match (config.cluster.adapter.as_str(), config.cluster.broker_url()) {
+        ("redis" | "redis-cluster", Some(urls)) => {
+            for url in crate::adapter::broker::url_list(urls) {
+                out.push(redis_reachable(&url, "cluster.redis_url").await);
+            }
+        }
+        ("nats", Some(url)) => out.push(nats_reachable(url).await),
+        _ => {}
     }
     for (i, app) in config.apps.iter().enumerate() {
         if let Some(url) = &app.redis_url {
@@ -294,10 +298,38 @@ fn exposure(config: &Config) -> Vec<Finding> {
     out
 }
 
+async fn nats_reachable(url: &str) -> Finding {
+    let shown = redact(url);
+    let probe = async {
+        let client = async_nats::connect(url).await?;
+        client.flush().await?;
+        Ok::<_, crate::adapter::broker::BrokerError>(client.server_info().jetstream)
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+        Ok(Ok(true)) => Finding::ok(format!(
+            "cluster.nats_url: NATS at {shown} answers, JetStream on"
+        )),
+        Ok(Ok(false)) => Finding::problem(
+            format!("cluster.nats_url: NATS at {shown} answers but has no JetStream"),
+            "start nats-server with -js (the cluster keeps presence in JetStream key-value buckets)",
+        ),
+        Ok(Err(e)) => Finding::problem(
+            format!("cluster.nats_url: NATS at {shown}: {e}"),
+            "start nats-server (with -js) or correct the URL (nats://host:4222)",
+        ),
+        Err(_) => Finding::problem(
+            format!("cluster.nats_url: NATS at {shown} did not answer within {PROBE_TIMEOUT:?}"),
+            "check the host, port and firewall",
+        ),
+    }
+}
+
 async fn redis_reachable(url: &str, key: &str) -> Finding {
     let shown = redact(url);
     let probe = async {
-        let client = redis::Client::open(url)?;
+        let client = crate::adapter::broker::redis::client_for(url)
+            .await
+            .map_err(|e| redis::RedisError::from((redis::ErrorKind::Io, "", e.to_string())))?;
         let mut conn = client.get_multiplexed_async_connection().await?;
         redis::cmd("PING").query_async::<String>(&mut conn).await
     };

@@ -121,12 +121,18 @@ pub async fn run(node: Arc<Node>, hub: Arc<Hub>) {
     let pattern = format!("{}*", glob_escape(&prefix));
     let warned = WarnOnce(Mutex::new(HashSet::new()));
     let mut backoff = Duration::from_millis(200);
+    // A Redis Cluster's seeds (Laravel's PUBLISH reaches every node of a
+    // cluster, so any one serves): tried in turn, one per reconnection.
+    let urls = crate::adapter::broker::url_list(&url);
+    let mut attempt = 0usize;
     hub.stats.set_ingress_connected(false);
     if prefix.is_empty() {
         tracing::info!(app_id = %hub.app.id, "redis_prefix is empty: Redis channel names are used as they are");
     }
     loop {
-        match subscribe(&url, &pattern).await {
+        let url = urls.get(attempt % urls.len().max(1)).unwrap_or(&url);
+        attempt = attempt.wrapping_add(1);
+        match subscribe(url, &pattern).await {
             Ok(pubsub) => {
                 tracing::info!(app_id = %hub.app.id, %pattern, "Redis ingestion connected");
                 hub.stats.set_ingress_connected(true);
@@ -185,11 +191,14 @@ pub async fn run(node: Arc<Node>, hub: Arc<Hub>) {
     }
 }
 
-async fn subscribe(url: &str, pattern: &str) -> redis::RedisResult<redis::aio::PubSub> {
-    let client = redis::Client::open(url)?;
+async fn subscribe(
+    url: &str,
+    pattern: &str,
+) -> crate::adapter::broker::BrokerResult<redis::aio::PubSub> {
+    let client = crate::adapter::broker::redis::client_for(url).await?;
     let mut pubsub = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub())
         .await
-        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
+        .map_err(|_| "connecting to Redis timed out")??;
     pubsub.psubscribe(pattern).await?;
     Ok(pubsub)
 }

@@ -79,7 +79,8 @@ pub struct Server {
 impl Server {
     /// Binds the listener and builds the node with the configured adapter.
     pub async fn bind(config: Config) -> std::io::Result<Server> {
-        let adapter = crate::adapter::from_config(&config.cluster);
+        let adapter = crate::adapter::from_config(&config.cluster)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         Server::bind_with_adapter(config, adapter).await
     }
 
@@ -154,14 +155,7 @@ impl Server {
         let dashboard = server_config
             .dashboard
             .then(|| crate::dashboard::Dashboard::start(&node));
-        let link = match (config.cluster.adapter.as_str(), &config.cluster.redis_url) {
-            ("redis", Some(url)) => Some(crate::adapter::redis::link::RedisLink::start(
-                url,
-                &config.cluster.prefix,
-                &node,
-            ) as Arc<dyn crate::core::relay::Link>),
-            _ => None,
-        };
+        let link = crate::adapter::link_from_config(&config.cluster, &node);
         let fallback = Fallback::new(
             node.clone(),
             server_config.clone(),

@@ -1,4 +1,4 @@
-//! What nodes say to each other over the cluster's Redis channel. One flat
+//! What nodes say to each other over the cluster's broker channel. One flat
 //! JSON object per message, `t` naming the kind; event data rides as raw
 //! JSON, never re-parsed.
 
@@ -81,7 +81,7 @@ pub fn member_of(msg: &Message) -> Option<Member> {
     ))
 }
 
-/// The member as stored in the node's Redis hash: `{"i":id,"f":info}`.
+/// The member as stored in the node's share (a Redis hash): `{"i":id,"f":info}`.
 pub fn stored_member(member: &Member) -> String {
     format!(
         "{{\"i\":{},\"f\":{}}}",

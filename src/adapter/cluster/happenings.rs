@@ -1,4 +1,4 @@
-//! Cluster-wide happenings over the Redis adapter: occupancy, presence and
+//! Cluster-wide happenings over the cluster adapter: occupancy, presence and
 //! online users decided once for the whole cluster.
 //!
 //! Channel occupancy and online users ride the same replicated deltas as
@@ -6,7 +6,7 @@
 //! (`#` is not allowed in channel names): node N "joins" [`OCCUPIED`] with
 //! the channel name as its key when its first local subscriber arrives,
 //! and [`ONLINE`] with the user id when a user's first local connection
-//! does; it "leaves" on the last. Every node folds the deltas in Redis's
+//! does; it "leaves" on the last. Every node folds the deltas in the broker's
 //! one order, so every node reaches the same verdict on "first anywhere"
 //! and "last anywhere" (the replica), and:
 //!
@@ -30,9 +30,10 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::RedisAdapter;
+use super::ClusterAdapter;
 use super::message::{self, JOIN, LEAVE, Message, SETTLE};
 use super::replica::Change;
+use crate::adapter::broker::Write;
 use crate::core::event::{Member, RawJson};
 use crate::core::hub::Hub;
 use crate::core::settle::{Report, Subject};
@@ -73,7 +74,7 @@ fn pseudo_member(key: &str) -> Member {
     Member::new(RawJson::string(key), None)
 }
 
-impl RedisAdapter {
+impl ClusterAdapter {
     /// Emits `report` on this node: cluster-wide ones only when this node
     /// decided them, cluster-view ones always.
     fn report(hub: &Hub, report: Report, decided_here: bool) {
@@ -86,14 +87,14 @@ impl RedisAdapter {
     pub(super) fn pseudo_join(&self, hub: &Hub, channel: &str, key: &str) {
         let app = &hub.app.id;
         let member = pseudo_member(key);
-        self.send(super::Write::HSet {
+        self.send(Write::SetMember {
             field: message::presence_field(app, channel, key),
             value: message::stored_member(&member),
         });
         if self.healthy.load(Ordering::SeqCst) {
             self.broadcast(&super::join_message(&self.id, app, channel, &member, None));
         } else if self.replica.lock().join(app, channel, &self.id, member) {
-            // Redis is away: this node's verdict stands for now (the resync
+            // The broker is away: this node's verdict stands for now (the resync
             // re-announces it).
             self.arrived(hub, subject_of(channel, key), true);
         }
@@ -102,7 +103,7 @@ impl RedisAdapter {
     /// This node's last local holder of a pseudo-membership left.
     pub(super) fn pseudo_leave(&self, hub: &Hub, channel: &str, key: &str) {
         let app = &hub.app.id;
-        self.send(super::Write::HDel {
+        self.send(Write::DelMember {
             field: message::presence_field(app, channel, key),
         });
         if self.healthy.load(Ordering::SeqCst) {

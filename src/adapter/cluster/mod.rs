@@ -1,23 +1,26 @@
-//! The Redis adapter: several nodes sharing one Redis behave as one server.
+//! The cluster adapter: several nodes sharing a broker behave as one
+//! server. The broker is one Redis, a Redis Cluster or NATS
+//! ([`crate::adapter::broker`]); everything below holds for each.
 //!
 //! - **Events** entering a node are delivered to its own subscribers at
-//!   once and published once (writes are pipelined: one round trip per
-//!   batch, never per subscriber) on the channel's own Redis channel
+//!   once and published once (writes are batched: one round trip per
+//!   batch, never per subscriber) on the channel's own broker channel
 //!   `{prefix}#ch#{app}#{channel}`, which only nodes with subscribers for
 //!   it subscribe to ([`crate::adapter::routes`]; with `routing =
 //!   "broadcast"`, on `{prefix}#cluster` to every node); other nodes deliver
 //!   them to theirs. A node ignores its own messages, so delivery is exactly
 //!   once. Cluster channels contain `#`, which no Pusher channel name may,
 //!   so Laravel's ingestion pattern (even `*`) can tell them apart.
-//! - **Presence**: each node keeps its own memberships in the hash
-//!   `{prefix}#presence#{node}` and announces changes as deltas on the
-//!   cluster channel; every node folds them into a [`replica::Replica`] and
-//!   fires `member_added`/`member_removed` for its own clients when a user
-//!   appears or disappears cluster-wide. A late node reads the hashes first.
-//! - **Liveness**: nodes heartbeat into the sorted set `{prefix}#nodes`; one
-//!   silent for `node_timeout` is dropped from every replica (its users'
-//!   `member_removed` go out) and its hash deleted by whichever node wins
-//!   the reap lock.
+//! - **Presence**: each node keeps its own memberships in its share of the
+//!   broker's state (a hash `{prefix}#presence#{node}` on Redis) and
+//!   announces changes as deltas on the cluster channel; every node folds
+//!   them into a [`replica::Replica`] and fires
+//!   `member_added`/`member_removed` for its own clients when a user
+//!   appears or disappears cluster-wide. A late node reads the shares first.
+//! - **Liveness**: nodes heartbeat into the broker (the sorted set
+//!   `{prefix}#nodes` on Redis); one silent for `node_timeout` is dropped
+//!   from every replica (its users' `member_removed` go out) and its share
+//!   deleted by whichever node wins the reap lock.
 //! - **Queries** ask the other live nodes over pub/sub and wait at most
 //!   `query_timeout`; missing answers are logged, never waited for.
 //! - **Outages**: local clients keep being served; the node reconnects with
@@ -26,24 +29,23 @@
 //!   backlog, so nothing is delivered twice.
 
 mod happenings;
-pub mod link;
 pub mod message;
 pub mod replica;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
-use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
 use tokio::sync::{Notify, mpsc};
 
 use self::happenings::{OCCUPIED, ONLINE, is_pseudo};
 use self::message::{EVENT, JOIN, LEAVE, Message, QUERY, RAW, REPLY, SETTLE, TERMINATE};
 use self::replica::{Change, Replica};
+use crate::adapter::broker::{Broker, BrokerResult, Write, now_ms};
 use crate::adapter::routes::RouteTable;
 use crate::core::adapter::member_subject;
 use crate::core::adapter::{Adapter, BoxFuture};
@@ -55,29 +57,25 @@ use crate::core::interest::Interest;
 use crate::core::node::Node;
 use crate::core::settle::{Settler, Subject};
 
-/// Settings of the Redis adapter (the `[cluster]` config table).
+/// Settings of the cluster adapter (the `[cluster]` config table).
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
+    /// `redis`, `redis-cluster` or `nats`.
+    pub broker: String,
+    /// The broker's URL (a comma list of seeds for a Redis Cluster).
     pub url: String,
     pub prefix: String,
     pub node_timeout: Duration,
     pub query_timeout: Duration,
-    /// Interest-based routing: events travel on a Redis channel per Pusher
+    /// Interest-based routing: events travel on a broker channel per Pusher
     /// channel that only interested nodes subscribe to (else every event
     /// goes to every node on `{prefix}#cluster`).
     pub interest_routing: bool,
 }
 
-/// A write for the pipelined writer task.
-enum Write {
-    Publish { channel: String, payload: String },
-    HSet { field: String, value: String },
-    HDel { field: String },
-}
-
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How long a `member_removed` is held back: announcements of different
-/// nodes race through Redis (a user opens a tab on one node and closes one
+/// nodes race through the broker (a user opens a tab on one node and closes one
 /// on another within milliseconds), so a leave that empties a user waits
 /// this long for a join that cancels it — then clients see neither.
 const LEAVE_GRACE: Duration = Duration::from_millis(250);
@@ -88,10 +86,11 @@ const WRITE_QUEUE: usize = 65_536;
 /// Channels per SUBSCRIBE/UNSUBSCRIBE command.
 const SUBSCRIBE_BATCH: usize = 512;
 
-pub struct RedisAdapter {
+pub struct ClusterAdapter {
     id: String,
     settings: ClusterSettings,
-    this: Weak<RedisAdapter>,
+    broker: Arc<dyn Broker>,
+    this: Weak<ClusterAdapter>,
     node: OnceLock<Weak<Node>>,
     writes: mpsc::Sender<Write>,
     write_queue: Mutex<Option<mpsc::Receiver<Write>>>,
@@ -115,25 +114,28 @@ pub struct RedisAdapter {
     generation: AtomicU64,
     /// Per-channel subscriptions (interest-based routing).
     routes: Arc<RouteTable>,
-    /// Messages and payload bytes received from Redis (logged at shutdown,
-    /// read by bench/routing.sh).
+    /// Messages and payload bytes received from the broker (logged at
+    /// shutdown, read by bench/routing.sh).
     received: AtomicU64,
     received_bytes: AtomicU64,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-impl RedisAdapter {
-    pub fn new(settings: ClusterSettings) -> Arc<Self> {
+impl ClusterAdapter {
+    /// The adapter over the broker `settings` name (an error names a URL
+    /// the broker cannot use).
+    pub fn new(settings: ClusterSettings) -> BrokerResult<Arc<Self>> {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let id = format!("{:016x}", rand::random::<u64>());
-        Arc::new_cyclic(|this| RedisAdapter {
+        let broker = crate::adapter::broker::from_settings(
+            &settings.broker,
+            &settings.url,
+            &settings.prefix,
+            &id,
+        )?;
+        Ok(Arc::new_cyclic(|this| ClusterAdapter {
             id,
             settings,
+            broker,
             this: this.clone(),
             node: OnceLock::new(),
             writes: tx,
@@ -152,7 +154,12 @@ impl RedisAdapter {
             routes: RouteTable::new(),
             received: AtomicU64::new(0),
             received_bytes: AtomicU64::new(0),
-        })
+        }))
+    }
+
+    /// The broker (shared with the cluster link of the HTTP fallbacks).
+    pub fn broker(&self) -> Arc<dyn Broker> {
+        self.broker.clone()
     }
 
     /// This node's id in the cluster.
@@ -169,15 +176,12 @@ impl RedisAdapter {
     fn reply_channel(&self, node: &str) -> String {
         self.key(&format!("reply#{node}"))
     }
-    fn presence_key(&self, node: &str) -> String {
-        self.key(&format!("presence#{node}"))
-    }
-    /// The Redis channel of one Pusher channel's events (interest routing).
+    /// The broker channel of one Pusher channel's events (interest routing).
     fn route_channel(&self, app: &str, channel: &str) -> String {
         format!("{}#ch#{app}#{channel}", self.settings.prefix)
     }
 
-    /// Channels this node subscribes to on Redis for their events.
+    /// Channels this node subscribes to on the broker for their events.
     pub fn routed_channels(&self) -> usize {
         self.routes.subscription_count()
     }
@@ -225,24 +229,14 @@ impl RedisAdapter {
         match serde_json::to_string(msg) {
             Ok(payload) => self.send(Write::Publish {
                 channel: self.cluster_channel(),
-                payload,
+                payload: Bytes::from(payload),
             }),
             Err(e) => tracing::warn!(error = %e, "cannot encode a cluster message"),
         }
     }
 
-    async fn connect(&self) -> redis::RedisResult<MultiplexedConnection> {
-        let client = redis::Client::open(self.settings.url.as_str())?;
-        tokio::time::timeout(
-            Duration::from_secs(5),
-            client.get_multiplexed_async_connection(),
-        )
-        .await
-        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))?
-    }
-
     /// Delivers presence changes to this node's clients (at once, see
-    /// [`RedisAdapter::announce`]).
+    /// [`ClusterAdapter::announce`]).
     async fn deliver(&self, changes: Vec<Change>) {
         for change in changes {
             let (app, channel, kind) = match change {
@@ -266,33 +260,17 @@ impl RedisAdapter {
         }
     }
 
-    /// Pipelines queued writes: one round trip per batch.
+    /// Sends queued writes in batches: one round trip per batch.
     async fn writer(self: Arc<Self>, mut queue: mpsc::Receiver<Write>) {
-        let mut conn: Option<MultiplexedConnection> = None;
         let mut batch = Vec::with_capacity(256);
-        let own_hash = self.presence_key(&self.id);
         while queue.recv_many(&mut batch, 256).await > 0 {
-            let mut pipe = redis::pipe();
-            for write in &batch {
-                match write {
-                    Write::Publish { channel, payload } => pipe.publish(channel, payload).ignore(),
-                    Write::HSet { field, value } => pipe.hset(&own_hash, field, value).ignore(),
-                    Write::HDel { field } => pipe.hdel(&own_hash, field).ignore(),
-                };
-            }
             for attempt in 0..2 {
-                if conn.is_none() {
-                    conn = self.connect().await.ok();
-                }
-                let Some(c) = conn.as_mut() else { break };
-                match pipe.query_async::<()>(c).await {
+                match self.broker.write(&batch).await {
                     Ok(()) => break,
-                    Err(e) => {
-                        conn = None;
-                        if attempt == 1 {
-                            tracing::warn!(error = %e, dropped = batch.len(), "cluster writes failed; other nodes miss them until Redis is back");
-                        }
+                    Err(e) if attempt == 1 => {
+                        tracing::warn!(error = %e, dropped = batch.len(), broker = self.broker.name(), "cluster writes failed; other nodes miss them until the broker is back");
                     }
+                    Err(_) => {}
                 }
             }
             batch.clear();
@@ -324,7 +302,7 @@ impl RedisAdapter {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach the cluster's Redis")
+                    tracing::warn!(error = %e, broker = self.broker.name(), retry_in_ms = backoff.as_millis() as u64, "cannot reach the cluster's broker")
                 }
             }
             self.healthy.store(false, Ordering::SeqCst);
@@ -334,40 +312,37 @@ impl RedisAdapter {
     }
 
     /// Applies cluster messages and keeps the per-channel subscriptions in
-    /// step with local interest, on one connection: Redis hands its
-    /// messages over in the order it handled the PUBLISHes, whatever the
-    /// channel, so a node's events stay ordered with its presence deltas.
-    async fn receive(&self, pubsub: redis::aio::PubSub) -> redis::RedisResult<()> {
-        let (mut sink, mut messages) = pubsub.split();
+    /// step with local interest, on one subscription connection (see each
+    /// broker for the order it keeps).
+    async fn receive(&self, subscriber: crate::adapter::broker::Subscriber) -> BrokerResult<()> {
+        let (mut sink, mut messages) = subscriber;
         let route_prefix = format!("{}#ch#", self.settings.prefix);
         let wanted = self.routes.wanted();
         for chunk in wanted.chunks(SUBSCRIBE_BATCH) {
-            sink.subscribe(names(chunk)).await?;
+            sink.subscribe(&names(chunk)).await?;
         }
         self.routes.subscribed(&wanted);
         self.routes.set_online(true);
         loop {
             tokio::select! {
                 msg = messages.next() => match msg {
-                    Some(msg) => {
-                        let payload = msg.get_payload_bytes();
+                    Some((channel, payload)) => {
                         self.received.fetch_add(1, Ordering::Relaxed);
                         self.received_bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
-                        let route = msg
-                            .get_channel_name()
+                        let route = channel
                             .strip_prefix(route_prefix.as_str())
                             .and_then(|rest| rest.split_once('#'));
-                        self.on_message(payload, route).await;
+                        self.on_message(&payload, route).await;
                     }
                     None => return Ok(()),
                 },
                 () = self.routes.work() => {
                     let plan = self.routes.plan();
                     for chunk in plan.unsubscribe.chunks(SUBSCRIBE_BATCH) {
-                        sink.unsubscribe(names(chunk)).await?;
+                        sink.unsubscribe(&names(chunk)).await?;
                     }
                     for chunk in plan.subscribe.chunks(SUBSCRIBE_BATCH) {
-                        sink.subscribe(names(chunk)).await?;
+                        sink.subscribe(&names(chunk)).await?;
                         self.routes.subscribed(chunk);
                     }
                 }
@@ -375,52 +350,48 @@ impl RedisAdapter {
         }
     }
 
-    async fn subscribe(&self) -> redis::RedisResult<redis::aio::PubSub> {
-        let client = redis::Client::open(self.settings.url.as_str())?;
-        let mut pubsub = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub())
+    async fn subscribe(&self) -> BrokerResult<crate::adapter::broker::Subscriber> {
+        self.broker
+            .subscriber(vec![self.cluster_channel(), self.reply_channel(&self.id)])
             .await
-            .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
-        pubsub.subscribe(self.cluster_channel()).await?;
-        pubsub.subscribe(self.reply_channel(&self.id)).await?;
-        Ok(pubsub)
     }
 
     /// After (re)connecting: rewrite and re-announce this node's share of
     /// presence, then load every live node's share and report differences.
-    async fn resync(&self) -> redis::RedisResult<()> {
-        let mut conn = self.connect().await?;
-        let nodes_key = self.key("nodes");
-        let own_hash = self.presence_key(&self.id);
+    async fn resync(&self) -> BrokerResult<()> {
         let local = self.local_presence();
-        let mut pipe = redis::pipe();
-        pipe.del(&own_hash).ignore();
+        let mut entries = Vec::with_capacity(local.len());
+        let mut announce = Vec::with_capacity(local.len());
         for (app, channel, member) in &local {
-            pipe.hset(
-                &own_hash,
+            entries.push((
                 message::presence_field(app, channel, &member.key),
                 message::stored_member(member),
-            )
-            .ignore();
+            ));
             let msg = join_message(&self.id, app, channel, member, None);
             if let Ok(payload) = serde_json::to_string(&msg) {
-                pipe.publish(self.cluster_channel(), payload).ignore();
+                announce.push(Write::Publish {
+                    channel: self.cluster_channel(),
+                    payload: Bytes::from(payload),
+                });
             }
         }
-        // Register only once the hash is complete: a node in the set must
-        // never be read with half its members.
-        pipe.zadd(&nodes_key, &self.id, now_ms()).ignore();
-        pipe.query_async::<()>(&mut conn).await?;
+        // The broker registers the node only once its share is complete: a
+        // node in the set must never be read with half its members.
+        self.broker
+            .rewrite_share(entries, announce, now_ms())
+            .await?;
 
         let cutoff = now_ms().saturating_sub(self.settings.node_timeout.as_millis() as u64);
-        let alive: Vec<String> = conn.zrangebyscore(&nodes_key, cutoff, "+inf").await?;
+        let (alive, _) = self.broker.nodes(cutoff).await?;
         let mut changes = Vec::new();
         let known: HashSet<String> = alive.iter().cloned().collect();
         for node in &alive {
             let entries: Vec<(String, String, Member)> = if *node == self.id {
                 local.clone()
             } else {
-                let hash: HashMap<String, String> = conn.hgetall(self.presence_key(node)).await?;
-                hash.iter()
+                let share = self.broker.share_of(node).await?;
+                share
+                    .iter()
                     .filter_map(|(field, value)| {
                         let (app, channel, _) = message::split_presence_field(field)?;
                         Some((
@@ -478,35 +449,24 @@ impl RedisAdapter {
     /// Heartbeats and reaps nodes that stopped heartbeating.
     async fn heartbeat(self: Arc<Self>) {
         let period = (self.settings.node_timeout / 3).max(Duration::from_millis(500));
-        let nodes_key = self.key("nodes");
-        let mut conn: Option<MultiplexedConnection> = None;
         let mut tick = tokio::time::interval(period);
         loop {
             tick.tick().await;
-            if conn.is_none() {
-                conn = self.connect().await.ok();
-            }
-            let Some(c) = conn.as_mut() else { continue };
-            if let Err(e) = self.beat(c, &nodes_key).await {
+            if let Err(e) = self.beat().await {
                 tracing::debug!(error = %e, "cluster heartbeat failed");
-                conn = None;
             }
         }
     }
 
-    async fn beat(
-        &self,
-        conn: &mut MultiplexedConnection,
-        nodes_key: &str,
-    ) -> redis::RedisResult<()> {
+    async fn beat(&self) -> BrokerResult<()> {
         let now = now_ms();
         if !self.healthy.load(Ordering::SeqCst) {
-            // Out of sync (Redis away or just back): judge nobody until the
+            // Out of sync (the broker away or just back): judge nobody until the
             // subscriber has resynced and restarted everyone's grace period.
             return Ok(());
         }
-        let added: i64 = conn.zadd(nodes_key, &self.id, now).await?;
-        if added == 1 && self.is_synced.load(Ordering::SeqCst) {
+        let added = self.broker.beat(now).await?;
+        if added && self.is_synced.load(Ordering::SeqCst) {
             // Another node reaped us (we were silent too long): come back.
             tracing::warn!(
                 "this node had been declared dead by the cluster; re-announcing its state"
@@ -514,10 +474,7 @@ impl RedisAdapter {
             self.resync().await?;
         }
         let cutoff = now.saturating_sub(self.settings.node_timeout.as_millis() as u64);
-        let alive: Vec<String> = conn.zrangebyscore(nodes_key, cutoff, "+inf").await?;
-        let dead: Vec<String> = conn
-            .zrangebyscore(nodes_key, "-inf", format!("({cutoff}"))
-            .await?;
+        let (alive, dead) = self.broker.nodes(cutoff).await?;
         let alive_set: HashSet<&String> = alive.iter().collect();
         let replica_nodes: HashSet<String> = self.replica_nodes().into_iter().collect();
         let owners: Vec<String> = self
@@ -539,19 +496,7 @@ impl RedisAdapter {
         for node in gone {
             // Whoever wins the reap lock deletes the node's share and
             // reports, once for the cluster, what its users owe.
-            let lock: Option<String> = redis::cmd("SET")
-                .arg(self.key(&format!("reap#{node}")))
-                .arg(&self.id)
-                .arg("NX")
-                .arg("PX")
-                .arg(60_000)
-                .query_async(conn)
-                .await?;
-            let won = lock.is_some();
-            if won {
-                let _: () = conn.del(self.presence_key(&node)).await?;
-                let _: () = conn.zrem(nodes_key, &node).await?;
-            }
+            let won = self.broker.reap(&node).await?;
             if replica_nodes.contains(&node) {
                 tracing::warn!(
                     node,
@@ -563,7 +508,7 @@ impl RedisAdapter {
             self.seen_changes(&changes);
             self.deliver(changes).await;
         }
-        // Holds whose end was lost (a Redis outage) must not swallow a
+        // Holds whose end was lost (a broker outage) must not swallow a
         // later arrival.
         self.settler.lock().forget_stale(HOLD * 20);
         *self.alive.lock() = alive.into_iter().filter(|n| *n != self.id).collect();
@@ -576,7 +521,7 @@ impl RedisAdapter {
     /// queries stay inline — they are cheap, and the replica must follow
     /// the message stream's order exactly.
     /// `route` is (app, channel) of an event that came on its channel's
-    /// own Redis channel, which names them (its payload leaves them out).
+    /// own broker channel, which names them (its payload leaves them out).
     async fn on_message(&self, payload: &[u8], route: Option<(&str, &str)>) {
         let mut msg: Message = match serde_json::from_slice(payload) {
             Ok(m) => m,
@@ -693,7 +638,7 @@ impl RedisAdapter {
                 if let Ok(payload) = serde_json::to_string(&reply) {
                     self.send(Write::Publish {
                         channel: self.reply_channel(&msg.o),
-                        payload,
+                        payload: Bytes::from(payload),
                     });
                 }
             }
@@ -709,7 +654,7 @@ impl RedisAdapter {
     }
 }
 
-impl RedisAdapter {
+impl ClusterAdapter {
     /// Delivers `member_removed` after [`LEAVE_GRACE`] unless a join of the
     /// same user cancels it meanwhile.
     fn remove_after_grace(&self, app: String, channel: String, member: Member) {
@@ -737,7 +682,7 @@ impl RedisAdapter {
     }
 }
 
-/// Channel names as Redis command arguments.
+/// Channel names as subscription arguments.
 fn names(keys: &[Box<str>]) -> Vec<&str> {
     keys.iter().map(|k| &**k).collect()
 }
@@ -761,9 +706,9 @@ fn join_message(
     }
 }
 
-impl Adapter for RedisAdapter {
+impl Adapter for ClusterAdapter {
     fn name(&self) -> &'static str {
-        "redis"
+        self.broker.name()
     }
 
     fn attach(&self, node: Weak<Node>) {
@@ -790,7 +735,7 @@ impl Adapter for RedisAdapter {
                 .is_err()
             {
                 tracing::warn!(
-                    "cluster Redis not reachable at start; serving local clients meanwhile"
+                    "cluster broker not reachable at start; serving local clients meanwhile"
                 );
             }
         })
@@ -826,7 +771,7 @@ impl Adapter for RedisAdapter {
                 if !self.settings.interest_routing {
                     return self.broadcast(&msg);
                 }
-                // The Redis channel names the app and the channel (unless
+                // The broker channel names the app and the channel (unless
                 // the app id has a '#', which would make that ambiguous).
                 let msg = if hub.app.id.contains('#') {
                     msg
@@ -840,7 +785,7 @@ impl Adapter for RedisAdapter {
                 match serde_json::to_string(&msg) {
                     Ok(payload) => self.send(Write::Publish {
                         channel: self.route_channel(&hub.app.id, &event.channel),
-                        payload,
+                        payload: Bytes::from(payload),
                     }),
                     Err(e) => tracing::warn!(error = %e, "cannot encode a cluster message"),
                 }
@@ -864,7 +809,7 @@ impl Adapter for RedisAdapter {
             return false;
         }
         let app = &hub.app.id;
-        self.send(Write::HSet {
+        self.send(Write::SetMember {
             field: message::presence_field(app, channel, &member.key),
             value: message::stored_member(member),
         });
@@ -872,10 +817,10 @@ impl Adapter for RedisAdapter {
         true
     }
 
-    /// Only when Redis was away at join time (see `member_joining`).
+    /// Only when the broker was away at join time (see `member_joining`).
     fn member_joined(&self, hub: &Hub, channel: &str, member: &Member, socket: &SocketId) {
         let app = &hub.app.id;
-        self.send(Write::HSet {
+        self.send(Write::SetMember {
             field: message::presence_field(app, channel, &member.key),
             value: message::stored_member(member),
         });
@@ -884,7 +829,7 @@ impl Adapter for RedisAdapter {
             .lock()
             .join(app, channel, &self.id, member.clone())
         {
-            // Redis is away: tell local clients now; the resync re-announces.
+            // The broker is away: tell local clients now; the resync re-announces.
             hub.announce_member_added(channel, member.clone(), Some(socket.clone()));
             self.arrived(hub, member_subject(channel, member), true);
         }
@@ -892,7 +837,7 @@ impl Adapter for RedisAdapter {
 
     fn member_left(&self, hub: &Hub, channel: &str, member: &Member) {
         let app = &hub.app.id;
-        self.send(Write::HDel {
+        self.send(Write::DelMember {
             field: message::presence_field(app, channel, &member.key),
         });
         if self.healthy.load(Ordering::SeqCst) {
@@ -927,7 +872,7 @@ impl Adapter for RedisAdapter {
         if self.healthy.load(Ordering::SeqCst) {
             self.end_hold(hub, subject, generation);
         } else {
-            // Redis is away: settle here (the other nodes forget theirs).
+            // The broker is away: settle here (the other nodes forget theirs).
             let settled = self
                 .settler
                 .lock()
@@ -1088,11 +1033,11 @@ impl Adapter for RedisAdapter {
                 messages = self.received.load(Ordering::Relaxed),
                 bytes = self.received_bytes.load(Ordering::Relaxed),
                 routed_channels = self.routes.subscription_count(),
-                "cluster traffic received from Redis"
+                broker = self.broker.name(),
+                "cluster traffic received from the broker"
             );
-            if let Ok(mut conn) = self.connect().await {
-                let _: redis::RedisResult<()> = conn.del(self.presence_key(&self.id)).await;
-                let _: redis::RedisResult<()> = conn.zrem(self.key("nodes"), &self.id).await;
+            if let Err(e) = self.broker.leave().await {
+                tracing::debug!(error = %e, "could not leave the cluster cleanly");
             }
         })
     }
