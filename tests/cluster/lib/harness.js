@@ -602,7 +602,7 @@ export async function awaitSentinel(via, channel, sinks, ms = SYNC_WAIT_MS) {
     () => `sentinel ${id} on ${channel} at ${JSON.stringify(sinks.filter((s) => !has(s)).map(String))}`, 20);
 }
 
-/** src/adapter/redis/mod.rs LEAVE_GRACE: every node holds a member_removed back this long. */
+/** src/adapter/cluster/mod.rs LEAVE_GRACE: every node holds a member_removed back this long. */
 export const LEAVE_GRACE_MS = 250;
 /** Scheduling margin on top of LEAVE_GRACE_MS (the timers run on busy, shared CI cores). */
 const LEAVE_MARGIN_MS = 350;
