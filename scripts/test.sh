@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: Rust unit/integration tests, the pusher-js /
 # laravel-echo suite, the Laravel bridge suite (Socket.IO, Redis), the
-# cluster suite (several nodes over a redis-server it starts), the Python
+# cluster suite (several nodes over a redis-server it starts; again over a 3-master Redis
+# Cluster and over NATS), the Python
 # SDK suite, Autobahn conformance, the browser test of the chat example,
 # and a short load-tool smoke run. Installs what the suites need on first use (npm ci, a Python
 # venv under target/). Prints "tests: N passed, M failed" last.
@@ -51,6 +52,8 @@ step "Laravel package (PHPUnit, inside the real Laravel app)"
 laravel/tests/run.sh 2>&1 | tee "$LOG/phpunit.txt"
 add "$(grep -E '^# pass' "$LOG/phpunit.txt" | awk '{print $3}')" "$(grep -E '^# fail' "$LOG/phpunit.txt" | awk '{print $3}')"
 node_suite tests/cluster "cluster, single-channel routing (subset)" test:broadcast
+node_suite tests/cluster "cluster over Redis Cluster (3 masters, sharded pub/sub)" test:redis-cluster
+node_suite tests/cluster "cluster over NATS (core pub/sub, JetStream KV)" test:nats
 
 step "Python suite (pusher SDK)"
 VENV="$ROOT/target/pyvenv"

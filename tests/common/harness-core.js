@@ -413,11 +413,13 @@ export async function withRetries(fn) {
 /**
  * A private `redis-server` on `port` (no persistence), killable (SIGKILL by pid) and restartable
  * on the same port. opts.password (requirepass), opts.tmpPrefix (its --dir), opts.spawnFn,
- * opts.resetLog (clear the captured log on every start instead of keeping the last 4000 chars).
+ * opts.resetLog (clear the captured log on every start instead of keeping the last 4000 chars),
+ * opts.args (more redis-server arguments, e.g. cluster mode).
  */
 export class RedisServer {
-  constructor(port, { password, tmpPrefix = 'resonance-redis-', spawnFn = spawn, resetLog = false } = {}) {
+  constructor(port, { password, tmpPrefix = 'resonance-redis-', spawnFn = spawn, resetLog = false, args = [] } = {}) {
     this.port = port;
+    this.extraArgs = args;
     this.password = password;
     this.proc = null;
     this.spawnFn = spawnFn;
@@ -439,7 +441,7 @@ export class RedisServer {
     const proc = this.spawnFn(
       'redis-server',
       ['--port', String(this.port), '--save', '', '--appendonly', 'no', '--bind', '127.0.0.1', '--dir', this.dir, '--loglevel', 'warning',
-        ...(this.password ? ['--requirepass', this.password] : [])],
+        ...(this.password ? ['--requirepass', this.password] : []), ...this.extraArgs],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     this.proc = proc;

@@ -4,8 +4,10 @@
 //
 // - startRedis(): a FRESH private `redis-server` on a free port (no persistence), killable
 //   (SIGKILL, like a crash) and restartable on the same port.
+// - the broker of the engine under test (env CLUSTER_ENGINE = redis | redis-cluster | nats, see
+//   brokers.js): `h.broker()` (kill/start/routes), `h.redis()` the Redis Laravel PUBLISHes on.
 // - startNode(): the real binary (env RESONANCE_BIN, default <repo>/target/release/resonance)
-//   on a free port with RESONANCE_ADAPTER=redis, RESONANCE_REDIS_URL, the shared app
+//   on a free port with the broker's RESONANCE_ADAPTER / _REDIS_URL / _NATS_URL, the shared app
 //   credentials, RESONANCE_NODE_TIMEOUT=3, RESONANCE_QUERY_TIMEOUT=1000; waits for GET /up;
 //   stopped by pid (SIGTERM, SIGKILL after 5 s) or killed by pid (SIGKILL).
 // - api()/trigger()/query helpers: signed Pusher HTTP API requests to any node.
@@ -53,6 +55,9 @@ import {
   withRetries,
   withTimeout,
 } from '../../common/harness-core.js';
+import { BROKER_NAME, ENGINE, skipNote, startBroker } from './brokers.js';
+
+export { BROKER_NAME, ENGINE, skipNote };
 
 export { BIN, DEFAULT_WAIT_MS, REPO_ROOT, freePort, hmacHex, md5Hex, signApiRequest, signChannel, signUser, sleep, uid, waitUntil, withTimeout };
 
@@ -161,6 +166,11 @@ export function startRedis() {
   return startRedisWith((port) => new RedisProcess(port));
 }
 
+/** The broker of CLUSTER_ENGINE (see brokers.js), its processes tracked for cleanup by pid. */
+export function startClusterBroker() {
+  return startBroker({ spawnFn: (...args) => remember(spawn(...args)), startRedis });
+}
+
 /** The exact body Laravel's RedisBroadcaster publishes. */
 export function laravelPayload(event, data, socket = null) {
   return JSON.stringify({ event, data, socket });
@@ -220,7 +230,9 @@ const cleanEnv = () => envWithout('RESONANCE_');
 
 /**
  * Start one cluster node.
- * opts.redis          RedisProcess (required)
+ * opts.broker         the broker (startClusterBroker()); its nodeEnv() gives the adapter variables
+ * opts.brokerUrl      the broker's URL variable overridden (e.g. a proxy in front of it)
+ * opts.redis          without opts.broker: a RedisProcess (or { url }) for RESONANCE_ADAPTER=redis
  * opts.label          'A', 'B', ... (for messages)
  * opts.laravelPrefix  RESONANCE_REDIS_PREFIX (default LARAVEL_PREFIX; '' is passed as empty)
  * opts.clusterPrefix  RESONANCE_CLUSTER_PREFIX (not set when undefined: the default 'resonance')
@@ -243,9 +255,7 @@ async function startNodeOnce(app, opts) {
     RESONANCE_APP_ID: app.id,
     RESONANCE_APP_KEY: app.key,
     RESONANCE_APP_SECRET: app.secret,
-    // CLUSTER_TEST_ADAPTER=local is a negative control: the suite must then fail
-    RESONANCE_ADAPTER: process.env.CLUSTER_TEST_ADAPTER || 'redis',
-    RESONANCE_REDIS_URL: opts.redis.url,
+    ...(opts.broker ? opts.broker.nodeEnv(opts.brokerUrl) : { RESONANCE_ADAPTER: 'redis', RESONANCE_REDIS_URL: opts.brokerUrl || opts.redis.url }),
     RESONANCE_REDIS_PREFIX: opts.laravelPrefix === undefined ? LARAVEL_PREFIX : opts.laravelPrefix,
     RESONANCE_NODE_TIMEOUT: String(NODE_TIMEOUT_S),
     RESONANCE_QUERY_TIMEOUT: String(QUERY_TIMEOUT_MS),
@@ -253,6 +263,8 @@ async function startNodeOnce(app, opts) {
     RUST_LOG: process.env.RUST_LOG || 'info',
     NO_COLOR: '1',
   };
+  // CLUSTER_TEST_ADAPTER=local is a negative control: the suite must then fail
+  if (process.env.CLUSTER_TEST_ADAPTER) env.RESONANCE_ADAPTER = process.env.CLUSTER_TEST_ADAPTER;
   if (opts.clusterPrefix !== undefined) env.RESONANCE_CLUSTER_PREFIX = opts.clusterPrefix;
   // CLUSTER_TEST_ROUTING=broadcast runs the suite on the single-channel design (see README)
   if (process.env.CLUSTER_TEST_ROUTING) env.RESONANCE_CLUSTER_ROUTING = process.env.CLUSTER_TEST_ROUTING;
@@ -590,7 +602,7 @@ export async function awaitSentinel(via, channel, sinks, ms = SYNC_WAIT_MS) {
     () => `sentinel ${id} on ${channel} at ${JSON.stringify(sinks.filter((s) => !has(s)).map(String))}`, 20);
 }
 
-/** src/adapter/redis/mod.rs LEAVE_GRACE: every node holds a member_removed back this long. */
+/** src/adapter/cluster/mod.rs LEAVE_GRACE: every node holds a member_removed back this long. */
 export const LEAVE_GRACE_MS = 250;
 /** Scheduling margin on top of LEAVE_GRACE_MS (the timers run on busy, shared CI cores). */
 const LEAVE_MARGIN_MS = 350;
@@ -634,22 +646,28 @@ export async function expectExactlyOnce({ sinks, absent = [], event, channel, ma
 // per-file setup
 
 /**
- * Per test file: a fresh redis-server (`await h.redis()`), nodes started with `h.startNode()` /
- * `h.startCluster()`, all stopped by pid at the end (then Redis is killed). Clients opened by a
- * test are closed after it; failing tests print the tails of every node's log.
+ * Per test file: a fresh broker of CLUSTER_ENGINE (`await h.broker()`: kill()/start()/routes();
+ * `await h.redis()` is the Redis Laravel PUBLISHes on: the broker itself for `redis`), nodes
+ * started with `h.startNode()` / `h.startCluster()`, all stopped by pid at the end (then the
+ * broker is killed). Clients opened by a test are closed after it; failing tests print the
+ * tails of every node's log.
  */
 export function useCluster() {
   const nodes = [];
-  let redisP = null;
+  let brokerP = null;
   const ctx = {
     nodes,
-    redis() {
-      if (!redisP) redisP = startRedis();
-      return redisP;
+    engine: ENGINE,
+    broker() {
+      if (!brokerP) brokerP = startClusterBroker();
+      return brokerP;
+    },
+    async redis() {
+      return (await ctx.broker()).laravel;
     },
     async startNode(opts = {}) {
-      const redis = opts.redis || (await ctx.redis());
-      const n = await startNode({ ...opts, redis });
+      const broker = opts.redis ? undefined : await ctx.broker();
+      const n = await startNode({ ...opts, broker });
       nodes.push(n);
       return n;
     },
@@ -678,7 +696,7 @@ export function useCluster() {
   after(async () => {
     closeAllClients();
     await Promise.all(nodes.map((n) => n.stop()));
-    if (redisP) await (await redisP.catch(() => null))?.stop();
+    if (brokerP) await (await brokerP.catch(() => null))?.stop();
   });
   return ctx;
 }

@@ -1,15 +1,16 @@
-// 6. Redis killed mid-stream and started again on the same port: nodes keep serving their own
+// 6. The broker (Redis; with CLUSTER_ENGINE: the three Redis Cluster masters, or nats-server)
+//    killed mid-stream and started again on the same port(s): nodes keep serving their own
 //    clients, /ready stays 200 but reports adapter_healthy false while Redis is down, cross-node delivery resumes,
 //    nothing is delivered twice, no node crashes.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   useCluster, RawClient, connectedPusher, pusherSink, trigger, api, syncDelivery, expectExactlyOnce, assertNoDuplicateProbes,
-  awaitSentinel, channelInfo, presenceSettled, presenceUserIds, waitAllNodes, waitUntil, sleep, uid, DEFAULT_WAIT_MS,
+  awaitSentinel, channelInfo, presenceSettled, presenceUserIds, waitAllNodes, waitUntil, sleep, uid, DEFAULT_WAIT_MS, BROKER_NAME,
 } from '../lib/harness.js';
 
 const h = useCluster();
-let redis, A, B, nodes;
+let broker, A, B, nodes;
 const channel = `private-${uid('stream')}`;
 const pres = `presence-${uid('stream')}`;
 let ra, ra2, rb, pa, pb, sinks;
@@ -46,7 +47,7 @@ async function waitAdapterHealthy(want, ms, when) {
 }
 
 before(async () => {
-  redis = await h.redis();
+  broker = await h.broker();
   [A, B] = await h.startCluster(2);
   nodes = [A, B];
   ra = await RawClient.connect(A, { label: 'raw@A' });
@@ -70,7 +71,7 @@ test('baseline: cross-node delivery works before the outage', async () => {
   await waitAllNodes(nodes, (n) => presenceUserIds(n, pres), ['1', '2'], DEFAULT_WAIT_MS, 'presence users before the outage');
 });
 
-test('Redis killed mid-stream: no crash, /ready 200 but adapter_healthy false on every node, local clients still served', async () => {
+test(`${BROKER_NAME} killed mid-stream: no crash, /ready 200 but adapter_healthy false on every node, local clients still served`, async () => {
   // a stream of triggers alternating between the nodes, running across the kill
   let n = 0;
   const sent = { A: [], B: [] };
@@ -93,7 +94,7 @@ test('Redis killed mid-stream: no crash, /ready 200 but adapter_healthy false on
 
   // let the stream get going on both nodes before the kill
   await waitUntil(() => sent.A.length >= 5 && sent.B.length >= 5, DEFAULT_WAIT_MS, () => `ticks accepted before the kill (A ${sent.A.length}, B ${sent.B.length})`);
-  await redis.kill();
+  await broker.kill();
   const killedAt = Date.now();
 
   await waitAdapterHealthy(false, 10000, 'while Redis is down');
@@ -122,10 +123,10 @@ test('Redis killed mid-stream: no crash, /ready 200 but adapter_healthy false on
   for (const nd of nodes) assert.ok(nd.running, `${nd} still running`);
 });
 
-test('Redis back on the same port: adapter_healthy again, cross-node delivery resumes, no duplicates', async () => {
+test(`${BROKER_NAME} back on the same port(s): adapter_healthy again, cross-node delivery resumes, no duplicates`, async () => {
   // Inherently time-based: how long Redis stays down (the nodes retry with back-off meanwhile).
   await sleep(OUTAGE_MS);
-  await redis.start();
+  await broker.start();
   await waitAdapterHealthy(true, 20000, 'after Redis came back on the same port');
   await syncDelivery(A, channel, sinks, 20000);
   await syncDelivery(B, channel, sinks, 20000);
@@ -167,7 +168,7 @@ test('Redis back on the same port: adapter_healthy again, cross-node delivery re
   for (const nd of nodes) assert.ok(nd.running, `${nd} still running`);
 });
 
-test('presence and counts are cluster-wide again after the Redis restart', async () => {
+test(`presence and counts are cluster-wide again after the ${BROKER_NAME} restart`, async () => {
   await waitAllNodes(nodes, (n) => presenceUserIds(n, pres), ['1', '2'], 15000, 'presence users after the Redis restart');
   await waitAllNodes(nodes, (n) => channelInfo(n, pres, 'user_count,subscription_count'), { occupied: true, user_count: 2, subscription_count: 2 }, 5000, 'presence counts after the restart');
   const j = await RawClient.connect(B, { label: 'u3@B' });

@@ -1,6 +1,7 @@
 // 13. Interest-based routing: a node takes a channel's events from the broker only while it has
 //     local subscribers (Redis: a SUBSCRIBE to `{prefix}#ch#{app}#{channel}` from the first local
-//     subscriber to the last), confirms a subscription only once that route is active (an event
+//     subscriber to the last; Redis Cluster: an SSUBSCRIBE to a shard channel named after it; NATS:
+//     a subscription to a subject containing it; counted by the broker, see brokers.js), confirms a subscription only once that route is active (an event
 //     triggered the moment the client hears "subscribed" is never lost), and survives
 //     subscribe/unsubscribe flapping with one route and exactly-once delivery.
 import { test, before, after } from 'node:test';
@@ -8,26 +9,27 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import {
   useCluster, RawClient, trigger, syncDelivery, expectExactlyOnce, countMatching, waitUntil, uid, APP, DEFAULT_WAIT_MS,
-  freePort, waitReady,
+  freePort, waitReady, skipNote, BROKER_NAME,
 } from '../lib/harness.js';
 
 const h = useCluster();
-let A, B, C, D, redis, proxy;
+let A, B, C, D, broker, proxy;
 
 /**
- * A TCP proxy to Redis that holds every chunk carrying a SUBSCRIBE to a channel route for
- * `delayMs` (and, to keep the byte order, everything behind it on that connection): a node
- * behind it subscribes late, as a node whose broker is slow or far away would.
+ * A TCP proxy to the broker that holds every chunk carrying a subscription to a channel route
+ * (`target.subscribesRoute`) for `delayMs` (and, to keep the byte order, everything behind it on
+ * that connection): a node behind it subscribes late, as a node whose broker is slow or far away
+ * would.
  */
-async function slowSubscribeProxy(redisPort, delayMs) {
+async function slowSubscribeProxy(target, delayMs) {
   const port = await freePort();
   const sockets = new Set();
   const server = net.createServer((client) => {
-    const upstream = net.connect(redisPort, '127.0.0.1');
+    const upstream = net.connect(target.port, '127.0.0.1');
     sockets.add(client).add(upstream);
     let chain = Promise.resolve();
     client.on('data', (chunk) => {
-      const slow = /SUBSCRIBE/i.test(chunk.toString('latin1')) && chunk.includes('#ch#');
+      const slow = target.subscribesRoute(chunk.toString('latin1'));
       chain = chain.then(() => new Promise((r) => setTimeout(r, slow ? delayMs : 0))).then(() => upstream.write(chunk));
     });
     upstream.on('data', (chunk) => client.write(chunk));
@@ -40,7 +42,7 @@ async function slowSubscribeProxy(redisPort, delayMs) {
   });
   await new Promise((r) => server.listen(port, '127.0.0.1', r));
   return {
-    url: `redis://127.0.0.1:${port}/0`,
+    url: target.url(port),
     close() {
       for (const s of sockets) s.destroy();
       server.close();
@@ -49,18 +51,18 @@ async function slowSubscribeProxy(redisPort, delayMs) {
 }
 
 before(async () => {
-  redis = await h.redis();
+  broker = await h.broker();
   [A, B, C] = await h.startCluster(3);
-  proxy = await slowSubscribeProxy(redis.port, 600);
-  D = await h.startNode({ label: 'D(slow subscribe)', redis: { url: proxy.url } });
+  if (!broker.proxy) return; // see the slow-subscribe test
+  proxy = await slowSubscribeProxy(broker.proxy, 600);
+  D = await h.startNode({ label: 'D(slow subscribe)', brokerUrl: proxy.url });
   await waitReady([D]);
 });
 after(() => proxy?.close());
 
-/** How many nodes take `channel`'s events from the broker (PUBSUB NUMSUB of its route). */
-async function routes(channel) {
-  const out = (await redis.cli('PUBSUB', 'NUMSUB', `resonance#ch#${APP.id}#${channel}`)).trim().split('\n');
-  return Number(out[1]);
+/** How many nodes take `channel`'s events from the broker (Redis: PUBSUB NUMSUB of its route). */
+function routes(channel) {
+  return broker.routes(APP.id, channel);
 }
 
 async function expectRoutes(channel, n, what) {
@@ -111,7 +113,13 @@ test('an event triggered the moment a subscription is confirmed is never lost (4
   for (const [i, channel] of channels.entries()) assert.equal(countMatching(clients[i % 2], 'right-after', channel, { i }), 1, `once on ${channel}`);
 });
 
-test('a node whose SUBSCRIBE is slow confirms only once it is routed: an event triggered right after the confirmation arrives', async () => {
+test('a node whose SUBSCRIBE is slow confirms only once it is routed: an event triggered right after the confirmation arrives', async (t) => {
+  if (!D) {
+    const why = `a proxy in front of ${BROKER_NAME}'s seeds is not on a cluster client's path (it connects to the addresses the cluster announces)`;
+    skipNote(`the slow-subscribe node: ${why}`);
+    t.skip(why);
+    return;
+  }
   for (let round = 0; round < 3; round++) {
     const channel = uid(`slow${round}`);
     const d = await RawClient.connect(D, { label: `raw@D${round}` });

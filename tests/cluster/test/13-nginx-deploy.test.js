@@ -18,7 +18,7 @@ import path from 'node:path';
 import WebSocket from 'ws';
 import { io as sio4 } from 'sio4';
 import {
-  useCluster, Pusher, REPO_ROOT, DEFAULT_WAIT_MS, freePort, signApiRequest, waitUntil, withTimeout, uid, sleep,
+  useCluster, Pusher, REPO_ROOT, DEFAULT_WAIT_MS, freePort, signApiRequest, waitUntil, withTimeout, uid, sleep, ENGINE,
 } from '../lib/harness.js';
 
 process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0'; // the proxy's certificate is self-signed (test-only)
@@ -197,7 +197,7 @@ test('deploy/nginx.conf: TLS in front of two nodes carries every front-end, the 
       live.once('error', reject);
     }), 10000, 'a dashboard stats message over wss through nginx listing both nodes and the channel');
     live.close();
-    assert.equal(stats.cluster.adapter, 'redis');
+    assert.equal(stats.cluster.adapter, ENGINE);
     assert.ok(stats.cluster.nodes.every((x) => x.alive), JSON.stringify(stats.cluster));
     const evil = await fetch(`${base}/dashboard/login`, {
       method: 'POST', headers: { 'Content-Type': 'application/json', Origin: 'https://evil.example' }, body: JSON.stringify({ token: TOKEN }),
