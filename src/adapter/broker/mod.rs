@@ -19,6 +19,7 @@ pub mod link;
 pub mod nats;
 pub mod redis;
 pub mod redis_cluster;
+pub mod redis_state;
 
 use std::pin::Pin;
 use std::sync::Arc;
