@@ -43,14 +43,24 @@ impl Keys {
     }
 }
 
-/// Records the heartbeat; true when the node was not registered.
+/// Records the heartbeat of a registered node; true (and nothing
+/// recorded) when the node is not registered: it registers again only
+/// through a rewrite of its share, never with its share missing.
 pub async fn beat<C: ConnectionLike + Send + Sync>(
     c: &mut C,
     keys: &Keys,
     now_ms: u64,
 ) -> RedisResult<bool> {
-    let added: i64 = c.zadd(keys.nodes(), keys.node(), now_ms).await?;
-    Ok(added == 1)
+    let (score, _): (Option<f64>, i64) = redis::pipe()
+        .zscore(keys.nodes(), keys.node())
+        .cmd("ZADD")
+        .arg(keys.nodes())
+        .arg("XX")
+        .arg(now_ms)
+        .arg(keys.node())
+        .query_async(c)
+        .await?;
+    Ok(score.is_none())
 }
 
 /// (heartbeat at or after `cutoff_ms`, before it).
