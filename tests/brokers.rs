@@ -302,8 +302,15 @@ async fn contract(kind: &str, url: &str) {
     assert!(b.share_of("node-a").await.unwrap().is_empty());
     let (alive, dead) = b.nodes(now + 5_000).await.unwrap();
     assert_eq!((alive, dead.len()), (vec!["node-b".to_string()], 0));
-    // The reaped node notices on its next beat.
+    // The reaped node notices on its next beat, which does not register
+    // it again (only a rewrite of its share does).
     assert!(a.beat(now + 20_000).await.unwrap(), "{kind}: a was reaped");
+    let (alive, dead) = b.nodes(0).await.unwrap();
+    assert!(
+        !alive.contains(&"node-a".to_string()) && !dead.contains(&"node-a".to_string()),
+        "{kind}: a beat does not register a reaped node"
+    );
+    a.rewrite_share(vec![], vec![], now + 20_000).await.unwrap();
     // Leaving removes the node and its share.
     b.write(&[Write::SetMember {
         field: "x".into(),
@@ -314,7 +321,11 @@ async fn contract(kind: &str, url: &str) {
     b.leave().await.unwrap();
     assert!(a.share_of("node-b").await.unwrap().is_empty());
     let (alive, _) = a.nodes(0).await.unwrap();
-    assert_eq!(alive, vec!["node-a"]);
+    assert_eq!(
+        alive,
+        vec!["node-a"],
+        "{kind}: a registered again by its rewrite"
+    );
 }
 
 #[tokio::test]

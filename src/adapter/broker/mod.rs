@@ -19,6 +19,7 @@ pub mod link;
 pub mod nats;
 pub mod redis;
 pub mod redis_cluster;
+pub mod redis_state;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -93,8 +94,10 @@ pub trait Broker: Send + Sync + 'static {
         now_ms: u64,
     ) -> BoxFuture<'_, BrokerResult<()>>;
 
-    /// Records this node's heartbeat; true when it was not registered
-    /// (another node had reaped it).
+    /// Records this node's heartbeat; true, recording nothing, when it is
+    /// not registered (another node reaped it, or the broker lost its
+    /// state): it registers again only through [`Broker::rewrite_share`],
+    /// so no node ever reads its share missing.
     fn beat(&self, now_ms: u64) -> BoxFuture<'_, BrokerResult<bool>>;
 
     /// The registered nodes: (heartbeat at or after `cutoff_ms`, before).

@@ -514,12 +514,14 @@ impl Broker for NatsBroker {
         Box::pin(async move {
             let stores = self.stores().await?;
             let result = async {
-                let missing = stores.nodes.get(&self.node).await?.is_none();
+                if stores.nodes.get(&self.node).await?.is_none() {
+                    return Ok(true);
+                }
                 stores
                     .nodes
                     .put(&self.node, Bytes::from(now_ms.to_string()))
                     .await?;
-                Ok(missing)
+                Ok(false)
             }
             .await;
             self.checked(result).await

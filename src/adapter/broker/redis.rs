@@ -13,16 +13,14 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
 
+use super::redis_state::{self, Keys};
 use super::{Broker, BrokerResult, Messages, ShareEntry, Subscriber, Subscriptions, Write};
 use crate::core::adapter::BoxFuture;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the winner of a reap keeps its lock.
-const REAP_LOCK_MS: u64 = 60_000;
 
 enum Target {
     Direct(redis::Client),
@@ -31,8 +29,7 @@ enum Target {
 
 pub struct RedisBroker {
     target: Target,
-    prefix: String,
-    node: String,
+    keys: Keys,
     /// The shared command connection (multiplexed), made on first use and
     /// dropped on an error so that the next call reconnects.
     conn: Mutex<Option<MultiplexedConnection>>,
@@ -91,17 +88,9 @@ impl RedisBroker {
         };
         Ok(RedisBroker {
             target,
-            prefix: prefix.to_owned(),
-            node: node.to_owned(),
+            keys: Keys::new(prefix.to_owned(), node),
             conn: Mutex::new(None),
         })
-    }
-
-    fn key(&self, what: &str) -> String {
-        format!("{}#{what}", self.prefix)
-    }
-    fn share_key(&self, node: &str) -> String {
-        self.key(&format!("presence#{node}"))
     }
 
     /// A client for the current master.
@@ -142,7 +131,7 @@ impl RedisBroker {
     }
 
     fn pipe_writes(&self, pipe: &mut redis::Pipeline, batch: &[Write]) {
-        let own = self.share_key(&self.node);
+        let own = self.keys.own_share();
         for write in batch {
             match write {
                 Write::Publish { channel, payload } => pipe.publish(channel, &payload[..]).ignore(),
@@ -209,14 +198,15 @@ impl Broker for RedisBroker {
         now_ms: u64,
     ) -> BoxFuture<'_, BrokerResult<()>> {
         Box::pin(async move {
-            let own = self.share_key(&self.node);
+            let own = self.keys.own_share();
             let mut pipe = redis::pipe();
             pipe.del(&own).ignore();
             for (field, value) in &entries {
                 pipe.hset(&own, field, value).ignore();
             }
             self.pipe_writes(&mut pipe, &announce);
-            pipe.zadd(self.key("nodes"), &self.node, now_ms).ignore();
+            pipe.zadd(self.keys.nodes(), self.keys.node(), now_ms)
+                .ignore();
             let mut c = self.conn().await?;
             let result = pipe.query_async::<()>(&mut c).await;
             self.checked(result).await
@@ -225,75 +215,40 @@ impl Broker for RedisBroker {
 
     fn beat(&self, now_ms: u64) -> BoxFuture<'_, BrokerResult<bool>> {
         Box::pin(async move {
-            let nodes = self.key("nodes");
             let mut c = self.conn().await?;
-            let result = c.zadd(&nodes, &self.node, now_ms).await;
-            let added: i64 = self.checked(result).await?;
-            Ok(added == 1)
+            let result = redis_state::beat(&mut c, &self.keys, now_ms).await;
+            self.checked(result).await
         })
     }
 
     fn nodes(&self, cutoff_ms: u64) -> BoxFuture<'_, BrokerResult<(Vec<String>, Vec<String>)>> {
         Box::pin(async move {
-            let nodes = self.key("nodes");
             let mut c = self.conn().await?;
-            let result = async {
-                let alive: Vec<String> = c.zrangebyscore(&nodes, cutoff_ms, "+inf").await?;
-                let dead: Vec<String> = c
-                    .zrangebyscore(&nodes, "-inf", format!("({cutoff_ms}"))
-                    .await?;
-                Ok((alive, dead))
-            }
-            .await;
+            let result = redis_state::nodes(&mut c, &self.keys, cutoff_ms).await;
             self.checked(result).await
         })
     }
 
     fn share_of<'a>(&'a self, node: &'a str) -> BoxFuture<'a, BrokerResult<Vec<ShareEntry>>> {
         Box::pin(async move {
-            let key = self.share_key(node);
             let mut c = self.conn().await?;
-            let result = c.hgetall(&key).await;
+            let result = redis_state::share_of(&mut c, &self.keys, node).await;
             self.checked(result).await
         })
     }
 
     fn reap<'a>(&'a self, node: &'a str) -> BoxFuture<'a, BrokerResult<bool>> {
         Box::pin(async move {
-            let lock = self.key(&format!("reap#{node}"));
-            let share = self.share_key(node);
-            let nodes = self.key("nodes");
             let mut c = self.conn().await?;
-            let result = async {
-                let won: Option<String> = redis::cmd("SET")
-                    .arg(&lock)
-                    .arg(&self.node)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(REAP_LOCK_MS)
-                    .query_async(&mut c)
-                    .await?;
-                if won.is_some() {
-                    let _: () = c.del(&share).await?;
-                    let _: () = c.zrem(&nodes, node).await?;
-                }
-                Ok(won.is_some())
-            }
-            .await;
+            let result = redis_state::reap(&mut c, &self.keys, node).await;
             self.checked(result).await
         })
     }
 
     fn leave(&self) -> BoxFuture<'_, BrokerResult<()>> {
         Box::pin(async move {
-            let share = self.share_key(&self.node);
-            let nodes = self.key("nodes");
             let mut c = self.conn().await?;
-            let result = async {
-                let _: () = c.del(&share).await?;
-                c.zrem(&nodes, &self.node).await
-            }
-            .await;
+            let result = redis_state::leave(&mut c, &self.keys).await;
             self.checked(result).await
         })
     }

@@ -24,6 +24,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, PushKind, Value};
 use tokio::sync::Mutex;
 
+use super::redis_state::{self, Keys};
 use super::{
     Broker, BrokerResult, Messages, ShareEntry, Subscriber, Subscriptions, Write, url_list,
 };
@@ -31,12 +32,10 @@ use crate::core::adapter::BoxFuture;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-const REAP_LOCK_MS: u64 = 60_000;
 
 pub struct RedisClusterBroker {
     seeds: Vec<String>,
-    prefix: String,
-    node: String,
+    keys: Keys,
     conn: Mutex<Option<ClusterConnection>>,
 }
 
@@ -50,18 +49,9 @@ impl RedisClusterBroker {
         ClusterClient::new(seeds.clone())?;
         Ok(RedisClusterBroker {
             seeds,
-            prefix: prefix.to_owned(),
-            node: node.to_owned(),
+            keys: Keys::new(format!("{{rs:{prefix}}}"), node),
             conn: Mutex::new(None),
         })
-    }
-
-    /// A state key: every one carries the same hash tag (one slot).
-    fn key(&self, what: &str) -> String {
-        format!("{{rs:{}}}#{what}", self.prefix)
-    }
-    fn share_key(&self, node: &str) -> String {
-        self.key(&format!("presence#{node}"))
     }
 
     fn builder(&self) -> ClusterClientBuilder {
@@ -95,7 +85,7 @@ impl RedisClusterBroker {
     /// state slot, each channel's publishes on its own), the pipelines
     /// concurrently: a slot's commands keep their order.
     async fn send(&self, conn: &mut ClusterConnection, batch: &[Write]) -> redis::RedisResult<()> {
-        let own = self.share_key(&self.node);
+        let own = self.keys.own_share();
         let own_slot = slot(own.as_bytes());
         let mut pipes: Vec<(u16, redis::Pipeline)> = Vec::new();
         let mut pipe_for = |slot: u16| -> usize {
@@ -264,7 +254,7 @@ impl Broker for RedisClusterBroker {
         now_ms: u64,
     ) -> BoxFuture<'_, BrokerResult<()>> {
         Box::pin(async move {
-            let own = self.share_key(&self.node);
+            let own = self.keys.own_share();
             let mut conn = self.conn().await?;
             let result = async {
                 let mut pipe = redis::pipe();
@@ -274,7 +264,7 @@ impl Broker for RedisClusterBroker {
                 }
                 pipe.query_async::<()>(&mut conn).await?;
                 self.send(&mut conn, &announce).await?;
-                conn.zadd::<_, _, _, ()>(self.key("nodes"), &self.node, now_ms)
+                conn.zadd::<_, _, _, ()>(self.keys.nodes(), self.keys.node(), now_ms)
                     .await
             }
             .await;
@@ -284,25 +274,16 @@ impl Broker for RedisClusterBroker {
 
     fn beat(&self, now_ms: u64) -> BoxFuture<'_, BrokerResult<bool>> {
         Box::pin(async move {
-            let mut conn = self.conn().await?;
-            let result = conn.zadd(self.key("nodes"), &self.node, now_ms).await;
-            let added: i64 = self.checked(result).await?;
-            Ok(added == 1)
+            let mut c = self.conn().await?;
+            let result = redis_state::beat(&mut c, &self.keys, now_ms).await;
+            self.checked(result).await
         })
     }
 
     fn nodes(&self, cutoff_ms: u64) -> BoxFuture<'_, BrokerResult<(Vec<String>, Vec<String>)>> {
         Box::pin(async move {
-            let nodes = self.key("nodes");
             let mut c = self.conn().await?;
-            let result = async {
-                let alive: Vec<String> = c.zrangebyscore(&nodes, cutoff_ms, "+inf").await?;
-                let dead: Vec<String> = c
-                    .zrangebyscore(&nodes, "-inf", format!("({cutoff_ms}"))
-                    .await?;
-                Ok((alive, dead))
-            }
-            .await;
+            let result = redis_state::nodes(&mut c, &self.keys, cutoff_ms).await;
             self.checked(result).await
         })
     }
@@ -310,7 +291,7 @@ impl Broker for RedisClusterBroker {
     fn share_of<'a>(&'a self, node: &'a str) -> BoxFuture<'a, BrokerResult<Vec<ShareEntry>>> {
         Box::pin(async move {
             let mut c = self.conn().await?;
-            let result = c.hgetall(self.share_key(node)).await;
+            let result = redis_state::share_of(&mut c, &self.keys, node).await;
             self.checked(result).await
         })
     }
@@ -318,22 +299,7 @@ impl Broker for RedisClusterBroker {
     fn reap<'a>(&'a self, node: &'a str) -> BoxFuture<'a, BrokerResult<bool>> {
         Box::pin(async move {
             let mut c = self.conn().await?;
-            let result = async {
-                let won: Option<String> = redis::cmd("SET")
-                    .arg(self.key(&format!("reap#{node}")))
-                    .arg(&self.node)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(REAP_LOCK_MS)
-                    .query_async(&mut c)
-                    .await?;
-                if won.is_some() {
-                    let _: () = c.del(self.share_key(node)).await?;
-                    let _: () = c.zrem(self.key("nodes"), node).await?;
-                }
-                Ok(won.is_some())
-            }
-            .await;
+            let result = redis_state::reap(&mut c, &self.keys, node).await;
             self.checked(result).await
         })
     }
@@ -341,11 +307,7 @@ impl Broker for RedisClusterBroker {
     fn leave(&self) -> BoxFuture<'_, BrokerResult<()>> {
         Box::pin(async move {
             let mut c = self.conn().await?;
-            let result = async {
-                let _: () = c.del(self.share_key(&self.node)).await?;
-                c.zrem(self.key("nodes"), &self.node).await
-            }
-            .await;
+            let result = redis_state::leave(&mut c, &self.keys).await;
             self.checked(result).await
         })
     }
