@@ -491,10 +491,12 @@ impl ClusterAdapter {
             .into_iter()
             .map(String::from)
             .collect();
-        // A node registered with a stale heartbeat is dead. A node we know
-        // of that is not registered at all (the broker restarted and it has
-        // not re-registered yet) is dead only once unseen for node_timeout:
-        // after a broker restart the nodes come back one by one.
+        // A node is dead once it is not alive in the broker's node set (a
+        // stale heartbeat, or not registered at all) and this node has not
+        // seen it for node_timeout either: after a broker restart the nodes
+        // come back one by one, and a node's first heartbeat may carry the
+        // time its (re)registration started, not when it landed; the resync
+        // restarted everyone's grace period.
         let unseen = |n: &String| {
             self.last_seen
                 .lock()
@@ -504,14 +506,9 @@ impl ClusterAdapter {
         let mut gone: Vec<String> = dead
             .iter()
             .cloned()
-            .chain(
-                replica_nodes
-                    .iter()
-                    .cloned()
-                    .chain(owners)
-                    .filter(|n| unseen(n)),
-            )
-            .filter(|n| *n != self.id && !alive_set.contains(n))
+            .chain(replica_nodes.iter().cloned())
+            .chain(owners)
+            .filter(|n| *n != self.id && !alive_set.contains(n) && unseen(n))
             .collect();
         gone.sort();
         gone.dedup();
