@@ -173,10 +173,18 @@ async fn start_nats() -> Option<(Procs, String)> {
         .spawn()
         .expect("nats-server starts");
     let url = format!("nats://127.0.0.1:{port}");
+    // Ready when a NATS server greets on the port (not merely something
+    // listening there: a parallel test may have taken the port first).
     wait_for("nats-server", async || {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
+        use tokio::io::AsyncReadExt;
+        let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+            return false;
+        };
+        let mut greeting = [0u8; 4];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), s.read_exact(&mut greeting)).await,
+            Ok(Ok(_))
+        ) && &greeting == b"INFO"
     })
     .await;
     Some((Procs(vec![child], dir), url))
