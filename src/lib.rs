@@ -22,14 +22,16 @@
 //! - [`signing`] — Pusher's HMAC signatures, shared by auth and the API.
 //! - [`limits`] — per-IP connection slots and token-bucket rate limits.
 //! - [`ws`] — the WebSocket seam: the handshake, our lean RFC 6455
-//!   connection ([`ws::lean`], used by the Pusher front-end, over plain TCP
-//!   or the built-in TLS) and the `tokio-websockets`
+//!   connection ([`ws::lean`], used by the Pusher front-end and Socket.IO
+//!   WebSocket clients, over plain TCP or the built-in TLS; [`ws::outbox`]
+//!   writes a connection's outbox to it) and the `tokio-websockets`
 //!   stream; the only module that names a WebSocket crate.
 //! - Front-ends: [`pusher`] (the Pusher protocol: wire format, one session
 //!   over a transport seam — the lean WebSocket or pusher-js's HTTP
 //!   fallback transports, [`pusher::fallback`], forwarded between nodes),
-//!   [`socketio`] (Echo's socket.io connector on engineioxide,
-//!   Engine.IO 3 and 4), [`custom`] (custom WebSocket routes and the
+//!   [`socketio`] (Echo's socket.io connector, Engine.IO 3 and 4: direct
+//!   WebSocket clients on the lean connection, polling and upgrades on
+//!   engineioxide), [`custom`] (custom WebSocket routes and the
 //!   library API: path patterns, handlers, rooms as hub channels, user
 //!   authenticators, plain HTTP routes; `Server::builder` starts there;
 //!   [`custom::app_handlers`]: `[[routes]]` handled by the app over HTTP
@@ -42,10 +44,12 @@
 //!   the happenings stream), [`app_call`] (signed JSON `POST`s to the app, for
 //!   handler routes and the hook), [`client_event_hook`] (client events
 //!   vetted by the app before they are relayed).
-//! - Engines: [`adapter`] (the Redis cluster adapter behind
-//!   [`core::adapter::Adapter`]; [`adapter::routes`], the per-channel
-//!   broker subscriptions of interest-based routing; and the Redis
-//!   [`core::relay::Link`]).
+//! - Engines: [`adapter`] ([`adapter::cluster`], the cluster adapter
+//!   behind [`core::adapter::Adapter`], over an [`adapter::broker`]: one
+//!   Redis or Sentinel, a Redis Cluster (sharded pub/sub) or NATS
+//!   (JetStream KV for state); [`adapter::routes`], the per-channel broker
+//!   subscriptions of interest-based routing; [`adapter::broker::link`],
+//!   the [`core::relay::Link`] over any broker).
 //! - [`server`] — accept loop, per-connection limits, routing, readiness
 //!   and graceful shutdown; [`tls`] — the rustls acceptor.
 //! - Operations: [`config`] (defaults, file, `RESONANCE_*`, flags),

@@ -45,6 +45,7 @@ use crate::core::rules::{self, RateLimit};
 use crate::signing;
 use crate::ws::LeanSocket;
 use crate::ws::lean::{Incoming, Step};
+use crate::ws::outbox::{Written, write_outbox};
 
 /// How long a close handshake or a stuck write may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -214,44 +215,6 @@ pub async fn run(
     }
     conn.set_direct(None);
     session.cleanup();
-}
-
-/// How writing the outbox ended.
-enum Written {
-    /// All written; fan-outs may write directly again.
-    Done,
-    /// The socket failed or did not take the frames in time.
-    Failed,
-    /// All written, and the connection is to be closed.
-    Close(CloseRequest),
-}
-
-/// Writes everything queued for the connection, plus any control frames the
-/// socket holds, in one write when the socket takes it, and hands writing
-/// back to the fan-out (see [`Connection::release`]).
-async fn write_outbox(socket: &mut LeanSocket, conn: &Connection, timeout: Duration) -> Written {
-    loop {
-        let drained = conn.drain();
-        if socket
-            .send(
-                drained.raw.as_deref(),
-                drained.frames.into_iter().map(|f| f.data),
-            )
-            .is_err()
-        {
-            return Written::Failed;
-        }
-        // Rare (a full socket): keep the timer out of the idle task's size.
-        if socket.wants_flush() && Box::pin(socket.flush_within(timeout)).await.is_err() {
-            return Written::Failed;
-        }
-        if let Some(close) = drained.close {
-            return Written::Close(close);
-        }
-        if conn.release() {
-            return Written::Done;
-        }
-    }
 }
 
 impl Session {

@@ -25,6 +25,7 @@ use tokio_websockets::{CloseCode, Limits, Message, WebSocketStream};
 use crate::core::connection::Frame;
 pub mod lean;
 mod lean_io;
+pub mod outbox;
 
 pub use lean::LeanSocket;
 
