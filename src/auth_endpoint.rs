@@ -99,7 +99,8 @@ pub async fn authorize(call: AuthCall<'_>) -> Verdict {
 /// wait outside the timeout would leave clients pending for ever.
 async fn authorize_with(permits: &Semaphore, call: AuthCall<'_>) -> Verdict {
     let timeout = call.timeout;
-    match tokio::time::timeout(timeout, exchange(permits, call)).await {
+    let deadline = tokio::time::Instant::now() + timeout;
+    match tokio::time::timeout_at(deadline, exchange(permits, call, deadline)).await {
         Ok(verdict) => verdict,
         Err(_) => Verdict::Refused {
             status: 504,
@@ -108,11 +109,29 @@ async fn authorize_with(permits: &Semaphore, call: AuthCall<'_>) -> Verdict {
     }
 }
 
-async fn exchange(permits: &Semaphore, call: AuthCall<'_>) -> Verdict {
+/// A permit won with less time than this left is not used: the call could
+/// not be answered in time, and the slow calls whose timeout freed the
+/// permit may still be open at the app.
+const LAST_MOMENT: Duration = Duration::from_millis(100);
+
+async fn exchange(
+    permits: &Semaphore,
+    call: AuthCall<'_>,
+    deadline: tokio::time::Instant,
+) -> Verdict {
     let refused = |status: u16, reason: String| Verdict::Refused { status, reason };
     let Ok(_permit) = permits.acquire().await else {
         return refused(503, "auth calls are shutting down".into());
     };
+    if deadline.saturating_duration_since(tokio::time::Instant::now()) < LAST_MOMENT {
+        return refused(
+            504,
+            format!(
+                "auth endpoint did not answer within {:?} (every call slot was busy)",
+                call.timeout
+            ),
+        );
+    }
     let mut request = Request::post(call.endpoint)
         .header("content-type", "application/x-www-form-urlencoded")
         .header("accept", "application/json")
